@@ -1,0 +1,1 @@
+"""MLX networks. Nothing here imports cv2, torch or PIL."""

@@ -1,0 +1,1 @@
+"""Overlays drawn with numpy and OpenCV (no OpenGL)."""
