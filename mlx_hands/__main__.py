@@ -1,0 +1,5 @@
+import sys
+
+from mlx_hands.cli import main
+
+sys.exit(main())

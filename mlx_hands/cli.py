@@ -1,0 +1,63 @@
+"""`mlx-hands` command line. Each subcommand lives in mlx_hands/commands/<name>.py with
+`add_parser(subparsers)` and `run(args)`; modules are imported only when their verb runs."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMANDS = {
+    "predict": "Detect hands in images, folders or videos and write results",
+    "live": "Run on a webcam stream in a window",
+    "convert": "Convert the original WiLoR / detector / MANO files to the MLX format",
+    "quantize": "Write a quantized or lower-precision copy of a converted model",
+    "bench": "Time the model stage and the full route",
+}
+
+
+class CLIError(Exception):
+    """An error whose message is meant for the user, printed without a traceback."""
+
+
+def _command(name: str):
+    return importlib.import_module(f"mlx_hands.commands.{name}")
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mlx-hands", description="WiLoR 3D hand pose estimation in MLX")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress and timings")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, help_text in COMMANDS.items():
+        if chosen in (None, name) or chosen not in COMMANDS:
+            try:
+                mod = _command(name)
+            except ImportError:
+                continue  # verb not available in this build
+            mod.add_parser(sub, help_text)
+        else:
+            sub.add_parser(name, help=help_text)  # listed in --help without importing its module
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return int(_command(args.command).run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, FileNotFoundError, ValueError, OSError) as e:
+        if args.verbose:
+            raise
+        print(f"mlx-hands {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
