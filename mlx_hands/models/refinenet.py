@@ -1,0 +1,104 @@
+"""RefineNet: a deconvolution pyramid over the ViT features, sampled at the projected vertices of the
+first MANO pass, max-pooled over vertices and decoded into offsets of pose, betas and camera.
+After wilor/models/heads/refinement_net.py."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from ..config import RefineNetConfig
+from .geometry import rot6d_to_rotmat
+
+
+def _deconv_stack(dims: list[int]) -> list[nn.Module]:
+    # Sequential layout of the checkpoint: ConvTranspose2d (no bias), BatchNorm2d, ReLU per step
+    layers: list[nn.Module] = []
+    for i, o in zip(dims[:-1], dims[1:]):
+        layers += [nn.ConvTranspose2d(i, o, 4, stride=2, padding=1, bias=False), nn.BatchNorm(o), nn.ReLU()]
+    return layers
+
+
+class DeConvNet(nn.Module):
+    def __init__(self, feat_dim: int, upscale: int):
+        super().__init__()
+        self.first_conv = [nn.Conv2d(feat_dim, feat_dim // 2, 1)]
+        steps = [[feat_dim // 2, feat_dim // 4], [feat_dim // 2, feat_dim // 4, feat_dim // 8],
+                 [feat_dim // 2, feat_dim // 4, feat_dim // 8, feat_dim // 8]]
+        self.deconv = [_deconv_stack(steps[i]) for i in range(int(math.log2(upscale)) + 1)]
+
+    def __call__(self, x: mx.array) -> list[mx.array]:
+        """x (B, h, w, C) -> feature maps from the highest resolution to the lowest."""
+        x = self.first_conv[0](x)
+        feats = [x]
+        for layers in self.deconv:
+            y = x
+            for layer in layers:
+                y = layer(y)
+            feats.append(y)
+        return feats[::-1]
+
+
+def sample_points(feat: mx.array, uv: mx.array) -> mx.array:
+    """Bilinear sampling with zero padding at pixel coordinates.
+
+    feat (B, H, W, C), uv (B, N, 2) in pixels (x right, y down; pixel centres at integers) -> (B, N, C).
+    Equals torch grid_sample(align_corners=True, padding_mode="zeros") at grid = uv / (size - 1) * 2 - 1.
+    """
+    B, H, W, C = feat.shape
+    N = uv.shape[1]
+    u, v = uv[..., 0], uv[..., 1]
+    u0, v0 = mx.floor(u), mx.floor(v)
+    fu, fv = u - u0, v - v0
+    flat = feat.reshape(B, H * W, C)
+    out = None
+    for du, dv, w in ((0, 0, (1 - fu) * (1 - fv)), (1, 0, fu * (1 - fv)), (0, 1, (1 - fu) * fv), (1, 1, fu * fv)):
+        x, y = u0 + du, v0 + dv
+        valid = (x >= 0) & (x <= W - 1) & (y >= 0) & (y <= H - 1)
+        idx = (mx.clip(y, 0, H - 1) * W + mx.clip(x, 0, W - 1)).astype(mx.int32)
+        g = mx.take_along_axis(flat, mx.broadcast_to(idx[..., None], (B, N, 1)), axis=1)
+        term = g * mx.where(valid, w, 0.0)[..., None].astype(feat.dtype)
+        out = term if out is None else out + term
+    return out
+
+
+@dataclass
+class RefineOutput:
+    pose_6d: mx.array  # (B, 16, 6)
+    betas: mx.array  # (B, 10)
+    cam: mx.array  # (B, 3)
+    rotmats: mx.array  # (B, 16, 3, 3)
+
+
+class RefineNet(nn.Module):
+    def __init__(self, config: RefineNetConfig, num_joints: int = 16, num_betas: int = 10):
+        super().__init__()
+        d = config.feat_dim
+        self.deconv = DeConvNet(d, config.upscale)
+        out_dim = d // 8 + d // 4 + d // 2
+        self.dec_pose = nn.Linear(out_dim, 6 * num_joints)
+        self.dec_cam = nn.Linear(out_dim, 3)
+        self.dec_shape = nn.Linear(out_dim, num_betas)
+
+    def __call__(self, features, vertices, pose_6d, betas, cam, focal_length: float) -> RefineOutput:
+        """features (B, h, w, C); vertices (B, V, 3) of the first MANO pass; pose_6d (B, 16, 6), betas, cam from the ViT."""
+        B = features.shape[0]
+        feats = self.deconv(features)
+        s, tx, ty = cam[:, 0:1], cam[:, 1:2], cam[:, 2:3]
+        X, Y, Z = vertices[..., 0], vertices[..., 1], vertices[..., 2]
+        pooled = []
+        for f in feats:
+            # WiLoR projects with focal F / size and no principal point, the size being the map's height
+            size = f.shape[1]
+            tz = 2 * focal_length / (size * s + 1e-9)
+            z = Z + tz
+            uv = mx.stack([(X + tx) / z, (Y + ty) / z], axis=-1) * (focal_length / size)
+            pooled.append(sample_points(f, uv.astype(f.dtype)).max(axis=1))
+        h = mx.concatenate(pooled, axis=-1)
+        pose_6d = pose_6d + self.dec_pose(h).reshape(pose_6d.shape)
+        betas = betas + self.dec_shape(h)
+        cam = cam + self.dec_cam(h)
+        return RefineOutput(pose_6d=pose_6d, betas=betas, cam=cam, rotmats=rot6d_to_rotmat(pose_6d.astype(mx.float32)))

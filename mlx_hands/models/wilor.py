@@ -1,0 +1,109 @@
+"""WiLoR: ViT-H backbone -> temporary MANO -> RefineNet -> final MANO, on 256x256 hand crops.
+
+After WiLoR (Potamias et al., CVPR 2025) and its inference code WiLoR-mini (wilor_mini/models/wilor.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from ..config import WiLoRConfig
+from .geometry import rotmat_to_axis_angle
+from .mano import MANO
+from .refinenet import RefineNet
+from .vit import ViT
+
+# ImageNet statistics in RGB order (WiLoR model_config.yaml MODEL.IMAGE_MEAN / IMAGE_STD).
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+
+# Output names of the seed project / WiLoR-mini, for to_dict().
+_SEED_NAMES = {"keypoints_3d": "pred_keypoints_3d", "vertices": "pred_vertices", "cam": "pred_cam"}
+
+
+@dataclass
+class WiLoROutput:
+    keypoints_3d: mx.array  # (B, 21, 3) metres, MANO frame (no translation), OpenPose order
+    vertices: mx.array  # (B, 778, 3) metres, MANO frame
+    cam: mx.array  # (B, 3) refined weak-perspective camera (s, tx, ty) of the crop
+    global_orient: mx.array  # (B, 1, 3) axis-angle
+    hand_pose: mx.array  # (B, 15, 3) axis-angle
+    betas: mx.array  # (B, 10)
+    global_orient_rotmat: mx.array  # (B, 1, 3, 3)
+    hand_pose_rotmat: mx.array  # (B, 15, 3, 3)
+
+    def to_dict(self) -> dict[str, mx.array]:
+        """The reference's output dict: pred_keypoints_3d, pred_vertices, pred_cam, global_orient, hand_pose, betas, ..."""
+        return {_SEED_NAMES.get(f.name, f.name): getattr(self, f.name) for f in fields(self)}
+
+    def __getitem__(self, key: str) -> mx.array:
+        return self.to_dict()[key]
+
+
+def normalize_crops(crops: mx.array, image_size: tuple[int, int], dtype) -> mx.array:
+    """Crops (B, 256, 256, 3) with values 0..255 -> the normalised, side-trimmed network input (B, 256, 192, 3).
+
+    Channel order: the trained network sees RGB. WiLoR's own demo converts the BGR crop to RGB in
+    ViTDetDataset before normalising, and WiLoR-mini reverses the channels of its BGR crop inside
+    forward(); our crops are RGB already, so nothing is flipped here.
+    """
+    h, w = image_size
+    left = (crops.shape[2] - w) // 2
+    x = crops[:, :h, left : left + w].astype(mx.float32) / 255.0
+    x = (x - mx.array(IMAGE_MEAN)) / mx.array(IMAGE_STD)
+    return x.astype(dtype)
+
+
+class WiLoR(nn.Module):
+    def __init__(self, config: WiLoRConfig | None = None):
+        super().__init__()
+        self.config = config = config or WiLoRConfig()
+        self.backbone = ViT(config.vit)
+        self.refine_net = RefineNet(config.refine_net, config.vit.num_hand_joints + 1, config.vit.num_betas)
+        self.mano = MANO(config.mano)
+        self.eval()  # BatchNorm uses its running statistics
+
+    @property
+    def faces(self) -> np.ndarray:
+        """MANO triangles (F, 3), right-hand winding."""
+        return self.mano.faces
+
+    @property
+    def dtype(self):
+        return self.backbone.pos_embed.dtype
+
+    def check_crops(self, crops) -> None:
+        s = self.config.image_size
+        shape = tuple(crops.shape)
+        if len(shape) != 4 or shape[1:] != (s, s, 3):
+            raise ValueError(f"crops must have shape (B, {s}, {s}, 3) (NHWC, RGB), got {shape}")
+        if shape[0] == 0:
+            raise ValueError("crops is an empty batch")
+        if crops.dtype not in (mx.uint8, mx.float32, mx.float16, mx.bfloat16):
+            raise ValueError(f"crops must be uint8 or float (values 0..255), got {crops.dtype}")
+
+    def __call__(self, crops: mx.array) -> WiLoROutput:
+        """crops (B, 256, 256, 3): RGB, uint8 or float with values 0..255 -> WiLoROutput."""
+        self.check_crops(crops)
+        B = crops.shape[0]
+        F = self.config.focal_length
+        x = normalize_crops(crops, self.config.vit.image_size, self.dtype)
+        vit = self.backbone(x)
+        temp = self.mano(vit.betas, vit.rotmats[:, :1], vit.rotmats[:, 1:])
+        ref = self.refine_net(vit.features, temp.vertices, vit.pose_6d, vit.betas, vit.cam, F)
+        out = self.mano(ref.betas, ref.rotmats[:, :1], ref.rotmats[:, 1:])
+        aa = rotmat_to_axis_angle(ref.rotmats)
+        return WiLoROutput(
+            keypoints_3d=out.joints,
+            vertices=out.vertices,
+            cam=ref.cam.astype(mx.float32),
+            global_orient=aa[:, :1],
+            hand_pose=aa[:, 1:],
+            betas=ref.betas.astype(mx.float32),
+            global_orient_rotmat=ref.rotmats[:, :1],
+            hand_pose_rotmat=ref.rotmats[:, 1:],
+        )
