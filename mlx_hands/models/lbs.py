@@ -25,6 +25,7 @@ def rigid_transform(rot_mats: mx.array, joints: mx.array, parents: tuple[int, ..
     Returns posed joints (B, J, 3) and the skinning transforms (B, J, 4, 4) relative to the rest pose.
     """
     B, J = joints.shape[:2]
+    parents = tuple(int(p) for p in parents)
     rel = mx.concatenate([joints[:, :1], joints[:, 1:] - joints[:, list(parents[1:])]], axis=1)
     # world rotation and position of every joint, one depth level of the tree at a time
     R = rot_mats[:, :1]
