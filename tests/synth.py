@@ -6,6 +6,7 @@ Plain functions; import them as ``from synth import make_mano``. Nothing here is
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import pickle
@@ -334,3 +335,85 @@ def write_mano_pkl(path, arrays: dict[str, np.ndarray]) -> Path:
         _Py2Pickler(buf, protocol=2).dump(out)
     path.write_bytes(buf.getvalue())
     return path
+
+
+class _FakeCfgNode(dict):
+    """Pickles like yacs.config.CfgNode: a dict subclass with a few flags in __dict__."""
+
+    def __init__(self, init=None):
+        super().__init__(init or {})
+        self.__dict__["__immutable__"] = False
+        self.__dict__["__deprecated_keys__"] = set()
+        self.__dict__["__renamed_keys__"] = {}
+        self.__dict__["__new_allowed__"] = False
+
+
+def write_torch_checkpoint(path, state_dict: dict[str, np.ndarray], extra: dict | None = None) -> Path:
+    """``torch.save`` a Lightning-style checkpoint of numpy arrays (needs torch; imported here).
+
+    Holds epoch/global_step/version, ``state_dict`` (OrderedDict of tensors), ``hyper_parameters``
+    with a yacs-like CfgNode (class ``yacs.config.CfgNode``), ``optimizer_states`` (Adam-like moments
+    per parameter) and callback/loop metadata; ``extra`` entries are added at the top level.
+    """
+    import torch
+
+    path = Path(path)
+    sd = collections.OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in state_dict.items())
+    CfgNode = type("CfgNode", (_FakeCfgNode,), {})
+    with _fake_modules({"yacs.config": {"CfgNode": CfgNode}}):
+        cfg = CfgNode({"MODEL": CfgNode({"IMAGE_SIZE": 256, "BBOX_SHAPE": None}),
+                       "MANO": CfgNode({"NUM_HAND_JOINTS": 15, "MODEL_PATH": "./mano_data"})})
+        params = [k for k, v in sd.items() if v.is_floating_point()]
+        ckpt = {
+            "epoch": 3,
+            "global_step": 1234,
+            "pytorch-lightning_version": "2.1.0",
+            "state_dict": sd,
+            "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": {"total": {"ready": 4, "completed": 3}}}},
+            "callbacks": {"ModelCheckpoint{'monitor': None}": {"best_model_score": torch.tensor(0.5),
+                                                               "best_model_path": "/x/last.ckpt"}},
+            "optimizer_states": [{
+                "state": {i: {"step": torch.tensor(1234.0), "exp_avg": torch.zeros_like(sd[k]),
+                              "exp_avg_sq": torch.ones_like(sd[k])} for i, k in enumerate(params)},
+                "param_groups": [{"lr": 1e-5, "betas": (0.9, 0.999), "params": list(range(len(params)))}],
+            }],
+            "lr_schedulers": [],
+            "hparams_name": "kwargs",
+            "hyper_parameters": {"cfg": cfg, "init_renderer": False},
+        }
+        if extra:
+            ckpt.update(extra)
+        torch.save(ckpt, path)
+    return path
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.cmd = f"touch {marker}"
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (self.cmd,)
+
+
+def write_malicious_pickle(path, marker, *, zip_checkpoint: bool = False) -> Path:
+    """A pickle whose loading would run ``os.system("touch <marker>")``. With ``zip_checkpoint``
+    it is the ``data.pkl`` of a zip laid out like a torch checkpoint (no torch needed)."""
+    path = Path(path)
+    payload = pickle.dumps({"state_dict": {"w": 1.0}, "evil": _Evil(marker)}, protocol=2)
+    if not zip_checkpoint:
+        path.write_bytes(payload)
+        return path
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("archive/data.pkl", payload)
+        zf.writestr("archive/byteorder", "little")
+        zf.writestr("archive/version", "3\n")
+    return path
+
+
+def global_call_pickle(module: str, name: str, arg: str) -> bytes:
+    """Protocol-2 bytes that call ``module.name(arg)`` when loaded (GLOBAL + REDUCE)."""
+    a = arg.encode()
+    return (b"\x80\x02c" + f"{module}\n{name}\n".encode() + pickle.BINUNICODE + struct.pack("<I", len(a)) + a
+            + pickle.TUPLE1 + pickle.REDUCE + pickle.STOP)
