@@ -66,7 +66,7 @@ def save_model(
     if detector is not None:
         config["detector"] = (detector_config or DetectorConfig()).to_dict()
     # write to temporary names first so an interrupted conversion never leaves a half-written model
-    tmp = path / (MODEL_FILE + ".partial")
+    tmp = path / "model.partial.safetensors"
     mx.save_safetensors(str(tmp), arrays, metadata={"format": "mlx"})
     tmp.rename(path / MODEL_FILE)
     (path / CONFIG_FILE).write_text(json.dumps(config, indent=2))
@@ -97,6 +97,12 @@ def _load_arrays(path: Path, prefix: str) -> dict[str, mx.array]:
     except Exception as e:  # mlx raises RuntimeError/ValueError with terse messages for bad files
         raise ValueError(f"{f} is not a readable safetensors file ({e})") from None
     return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def load_arrays_np(path: str | Path, prefix: str) -> dict[str, np.ndarray]:
+    """A converted network's arrays as numpy (bf16 widened to float32), e.g. to re-save them."""
+    return {k: np.array(v.astype(mx.float32) if v.dtype == mx.bfloat16 else v)
+            for k, v in _load_arrays(Path(path), prefix).items()}
 
 
 def load_weights_strict(model, arrays: dict[str, mx.array], source: str) -> None:

@@ -67,6 +67,15 @@ class WiLoR(nn.Module):
         self.mano = MANO(config.mano)
         self.eval()  # BatchNorm uses its running statistics
 
+    @classmethod
+    def from_pretrained(cls, path_or_repo=None, *, mano_path=None, dtype: str | None = None, revision=None) -> "WiLoR":
+        """Load a converted directory, a folder of original files, or a Hub repository (default
+        warmshao/WiLoR-mini: downloaded and converted once; see mlx_hands.hub)."""
+        from ..hub import resolve
+        from ..weights import load_wilor
+
+        return load_wilor(resolve(path_or_repo, revision=revision, detector=False), mano_path=mano_path, dtype=dtype)
+
     @property
     def faces(self) -> np.ndarray:
         """MANO triangles (F, 3), right-hand winding."""

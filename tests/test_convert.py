@@ -1,0 +1,164 @@
+"""Original files (real torch.save checkpoint, MANO release pickle, mean-params npz) -> convert ->
+strict load, end to end; from_pretrained's local, Hub and offline paths."""
+
+import numpy as np
+import pytest
+
+import mlx.core as mx
+from mlx_hands import hub
+from mlx_hands.cli import main
+from mlx_hands.convert import convert
+from mlx_hands.models.wilor import WiLoR
+from mlx_hands.weights import load_wilor
+from synth import write_mano_pkl, write_torch_checkpoint
+from test_models import GOLDEN, golden  # noqa: F401  (fixture)
+
+pytest.importorskip("torch")  # only to *write* the real-format checkpoint
+
+
+@pytest.fixture()
+def originals(tmp_path, golden):  # noqa: F811
+    """A WiLoR-mini style folder: pretrained_models/{wilor_final.ckpt, mano_mean_params.npz, MANO_RIGHT.pkl}."""
+    folder = tmp_path / "originals" / "pretrained_models"
+    folder.mkdir(parents=True)
+    state = dict(golden["state"])
+    # what a real Lightning checkpoint carries besides the weights we use
+    state["discriminator.D_conv_pose.0.weight"] = np.ones((32, 9, 1), np.float32)
+    state["mano.v_template"] = golden["mano"]["v_template"]
+    state["refine_net.deconv.deconv.0.1.num_batches_tracked"] = np.array(7)
+    state["backbone.some_future_buffer"] = np.zeros(3, np.float32)
+    write_torch_checkpoint(folder / "wilor_final.ckpt", state)
+    np.savez(folder / "mano_mean_params.npz", **golden["mean"])
+    write_mano_pkl(folder / "MANO_RIGHT.pkl", golden["mano"])
+    return folder.parent
+
+
+def _assert_matches_golden(model, golden, atol=1e-5):  # noqa: F811
+    out = model(mx.array(golden["crops"]))
+    np.testing.assert_allclose(np.array(out.vertices), golden["out"]["pred_vertices"], rtol=0, atol=atol)
+    np.testing.assert_allclose(np.array(out.keypoints_3d), golden["out"]["pred_keypoints_3d"], rtol=0, atol=atol)
+
+
+def _tiny_default_config(monkeypatch, golden):  # noqa: F811
+    # sizes are read from the checkpoint, but the head count is not in the weights: the CLI and
+    # from_pretrained take the released model's; the tiny golden model has 4
+    from mlx_hands import config as cfg
+
+    monkeypatch.setattr(cfg, "WiLoRConfig", lambda: golden["config"])
+
+
+def test_convert_round_trip(originals, tmp_path, golden):  # noqa: F811
+    dst = convert(originals, tmp_path / "converted", config=golden["config"])
+    assert {p.name for p in dst.iterdir()} == {"config.json", "model.safetensors", "mano.safetensors"}
+    _assert_matches_golden(load_wilor(dst), golden)
+
+
+def test_convert_float16(originals, tmp_path, golden):  # noqa: F811
+    dst = convert(originals, tmp_path / "fp16", config=golden["config"], dtype="float16")
+    model = load_wilor(dst)
+    assert model.backbone.blocks[0].attn.qkv.weight.dtype == mx.float16
+    _assert_matches_golden(model, golden, atol=2e-3)
+
+
+def test_missing_key_is_named(tmp_path, golden):  # noqa: F811
+    state = {k: v for k, v in golden["state"].items() if k != "backbone.blocks.1.attn.proj.weight"}
+    write_torch_checkpoint(tmp_path / "wilor_final.ckpt", state)
+    with pytest.raises(ValueError, match=r"backbone\.blocks\.1\.attn\.proj\.weight"):
+        convert(None, tmp_path / "out", checkpoint=tmp_path / "wilor_final.ckpt", config=golden["config"])
+
+
+def test_misshaped_key_is_named(tmp_path, golden):  # noqa: F811
+    state = dict(golden["state"])
+    state["refine_net.dec_cam.weight"] = np.zeros((4, 56), np.float32)
+    write_torch_checkpoint(tmp_path / "wilor_final.ckpt", state)
+    with pytest.raises(ValueError, match=r"refine_net\.dec_cam\.weight"):
+        convert(None, tmp_path / "out", checkpoint=tmp_path / "wilor_final.ckpt", config=golden["config"])
+
+
+def test_truncated_checkpoint(originals, tmp_path, golden):  # noqa: F811
+    ckpt = originals / "pretrained_models" / "wilor_final.ckpt"
+    data = ckpt.read_bytes()
+    bad = tmp_path / "wilor_final.ckpt"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="wilor_final.ckpt"):
+        convert(None, tmp_path / "out", checkpoint=bad, config=golden["config"])
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_nothing_to_convert(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing to convert"):
+        convert(tmp_path, tmp_path / "out")
+
+
+def test_cli_convert(originals, tmp_path, golden, monkeypatch, capsys):  # noqa: F811
+    _tiny_default_config(monkeypatch, golden)
+    assert main(["convert", str(originals), "-o", str(tmp_path / "cli")]) == 0
+    assert "model.safetensors" in capsys.readouterr().out
+    _assert_matches_golden(load_wilor(tmp_path / "cli"), golden)
+    assert main(["convert", str(tmp_path / "empty"), "-o", str(tmp_path / "x")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_from_pretrained_local_folder_converts_once(originals, tmp_path, golden, monkeypatch):  # noqa: F811
+    _tiny_default_config(monkeypatch, golden)
+    monkeypatch.setenv("MLX_HANDS_CACHE", str(tmp_path / "cache"))
+    model = WiLoR.from_pretrained(originals)
+    _assert_matches_golden(model, golden)
+    converted = list((tmp_path / "cache" / "local").iterdir())
+    assert len(converted) == 1
+    stamp = (converted[0] / "model.safetensors").stat().st_mtime_ns
+    WiLoR.from_pretrained(originals)
+    assert (converted[0] / "model.safetensors").stat().st_mtime_ns == stamp  # cached, not converted again
+    _assert_matches_golden(WiLoR.from_pretrained(converted[0]), golden)  # a converted dir loads directly
+
+
+def test_from_pretrained_hub(originals, tmp_path, golden, monkeypatch):  # noqa: F811
+    _tiny_default_config(monkeypatch, golden)
+    monkeypatch.setenv("MLX_HANDS_CACHE", str(tmp_path / "cache"))
+    snapshot = tmp_path / "hf" / "snapshots" / "0123456789abcdef"
+    calls = []
+
+    def fake_download(repo_id, filename, subfolder=None, revision=None):
+        calls.append((repo_id, subfolder, filename))
+        p = originals / subfolder / filename
+        if not p.exists():
+            raise FileNotFoundError(filename)
+        q = snapshot / subfolder / filename
+        q.parent.mkdir(parents=True, exist_ok=True)
+        if not q.exists():
+            q.write_bytes(p.read_bytes())
+        return str(q)
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    model = WiLoR.from_pretrained()
+    assert ("warmshao/WiLoR-mini", "pretrained_models", "wilor_final.ckpt") in calls
+    assert not any(c[2] == "detector.pt" for c in calls)  # WiLoR alone needs no detector
+    assert (tmp_path / "cache" / "warmshao--WiLoR-mini--0123456789ab" / "mano.safetensors").is_file()
+    _assert_matches_golden(model, golden)
+
+
+def test_from_pretrained_offline_error(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(*a, **k):
+        raise LocalEntryNotFoundError("Cannot find the requested files in the disk cache and outgoing traffic "
+                                      "has been disabled.")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    monkeypatch.setenv("MLX_HANDS_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(FileNotFoundError) as e:
+        WiLoR.from_pretrained()
+    msg = str(e.value)
+    assert "wilor_final.ckpt" in msg and "MANO_RIGHT.pkl" in msg and "huggingface.co/warmshao/WiLoR-mini" in msg
+
+
+def test_missing_mano_error(originals, tmp_path, golden):  # noqa: F811
+    dst = convert(None, tmp_path / "nomano", checkpoint=originals / "pretrained_models" / "wilor_final.ckpt",
+                  config=golden["config"])
+    with pytest.raises(FileNotFoundError, match="MANO"):
+        load_wilor(dst)
+    model = load_wilor(dst, mano_path=originals / "pretrained_models" / "MANO_RIGHT.pkl")
+    _assert_matches_golden(model, golden)
