@@ -162,3 +162,28 @@ def test_missing_mano_error(originals, tmp_path, golden):  # noqa: F811
         load_wilor(dst)
     model = load_wilor(dst, mano_path=originals / "pretrained_models" / "MANO_RIGHT.pkl")
     _assert_matches_golden(model, golden)
+
+
+def test_conversion_and_import_need_no_torch(originals, tmp_path, golden):  # noqa: F811
+    """`import mlx_hands`, conversion and loading run with torch, chumpy and scipy unavailable."""
+    import json
+    import subprocess
+    import sys
+
+    cfg = json.dumps(golden["config"].to_dict())
+    script = f"""
+import sys
+for m in ("torch", "chumpy", "scipy", "scipy.sparse", "ultralytics"):
+    sys.modules[m] = None  # any import of them fails
+import json, numpy as np, mlx.core as mx
+import mlx_hands
+from mlx_hands.config import WiLoRConfig
+from mlx_hands.convert import convert
+from mlx_hands.weights import load_wilor
+dst = convert({str(originals)!r}, {str(tmp_path / "out")!r}, config=WiLoRConfig.from_dict(json.loads({cfg!r})))
+out = load_wilor(dst)(mx.array(np.load({str(GOLDEN)!r})["crops"]))
+print(float(np.abs(np.array(out.vertices) - np.load({str(GOLDEN)!r})["out/pred_vertices"]).max()))
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert float(r.stdout.strip()) < 1e-5
