@@ -52,6 +52,8 @@ DEFAULT_STAND_INS: tuple[str, ...] = (
     "lightning.",
     "lightning_fabric.",
     "torch.optim.",
+    "torch.torch_version.",
+    "torchmetrics.",
     "torch.utils.data.",
     "typing.",
     "enum.",
@@ -81,7 +83,8 @@ class UnsafePickleError(ValueError):
 class StandIn:
     """Inert record of an object of a class we do not import.
 
-    Its pickled state lands in ``__dict__`` (so ``m._modules`` or ``cfg.MODEL`` work), dict items in
+    Its pickled state lands in ``__dict__`` (so ``m._modules``, the children and parameters of a pickled
+    ``nn.Module`` such as ``m.model``, and ``cfg.MODEL`` of a yacs CfgNode work as attributes), dict items in
     a private dict (so a yacs ``CfgNode`` behaves like a dict), list items in a private list,
     constructor arguments in ``_standin_args`` and any non-dict state in ``_standin_state``.
     The class path is ``type(obj)._standin_path`` (e.g. ``"yacs.config.CfgNode"``).
@@ -156,7 +159,11 @@ class StandIn:
         # only reached when normal lookup fails: let attribute-style configs (CfgNode) read items
         if name.startswith("__") or name.startswith("_standin"):
             raise AttributeError(name)
-        items = object.__getattribute__(self, "_standin_items")
+        d = object.__getattribute__(self, "__dict__")
+        for group in ("_parameters", "_buffers", "_modules"):  # nn.Module attribute lookup
+            if isinstance(d.get(group), dict) and name in d[group]:
+                return d[group][name]
+        items = d.get("_standin_items", {})
         if name in items:
             return items[name]
         raise AttributeError(f"{type(self)._standin_path} stand-in has no attribute {name!r}")
@@ -282,7 +289,8 @@ class _SafeUnpickler(pickle.Unpickler):
         path = f"{module}.{name}"
         if self._stand_ins and path.startswith(self._stand_ins):
             return _make_stand_in_class(path, self._classes)
-        raise UnsafePickleError(f"{self._source}: refusing to load global {path} (not on the allow-list)")
+        hint = " (to record a class as an inert StandIn, pass its prefix in stand_ins)" if self._stand_ins else ""
+        raise UnsafePickleError(f"{self._source}: refusing to load global {path} (not on the allow-list){hint}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,7 +419,8 @@ def load_torch_file(path, *, stand_ins: Iterable[str] = ()) -> Any:
     Tensors become read-only numpy arrays backed by a memory map of the file (read on use; see
     the module docstring). Classes whose dotted path starts with ``DEFAULT_STAND_INS`` or one of
     ``stand_ins`` (e.g. ``("ultralytics.", "torch.nn.modules.")`` for a pickled detector) become
-    :class:`StandIn` records. Raises FileNotFoundError, CheckpointError (wrong format, truncated)
+    :class:`StandIn` records (stand-ins never run code: ``stand_ins=("",)`` records every unknown
+    class). Raises FileNotFoundError, CheckpointError (wrong format, truncated)
     or UnsafePickleError (a global outside the allow-list).
     """
     path = Path(path)
