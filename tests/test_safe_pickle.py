@@ -278,3 +278,14 @@ def test_shared_py2_chumpy_sample():
         np.testing.assert_array_equal(out[k], ref[k])
     np.testing.assert_array_equal(out["J_regressor"], ref["J_regressor_dense"])
     assert out["bs_style"] == "lbs" and out["bs_type"] == "lrotmin"
+
+
+def test_numpy_values_in_a_torch_file(tmp_path):
+    obj = {"scalar": np.float64(2.5), "arr": np.arange(6.0).reshape(2, 3), "big": np.array([1, 2], dtype=">i4"),
+           "rec": np.array([(1.5, 2)], dtype=[("a", "<f4"), ("b", "<i2")]), "i32": np.int32(7)}
+    torch.save(obj, tmp_path / "np.pt")
+    out = load_torch_file(tmp_path / "np.pt")
+    for k, v in obj.items():
+        assert out[k].dtype == v.dtype, k
+        np.testing.assert_array_equal(out[k], v)
+    assert np.dtype("i4").byteorder == "="  # numpy's own dtype singletons are untouched

@@ -220,7 +220,8 @@ def _np_reconstruct(subtype, shape, dtype):
 
 
 def _np_dtype(spec, align=False, copy=False):
-    dt = np.dtype(spec, align=bool(align))
+    # copy=True (as pickled) gives a fresh dtype for BUILD to set the byte order on, not numpy's singleton
+    dt = np.dtype(spec, align=bool(align), copy=bool(copy))
     if dt.hasobject:
         raise UnsafePickleError(f"numpy object dtype {spec!r} is not allowed")
     return dt
