@@ -320,8 +320,6 @@ def write_mano_pkl(path, arrays: dict[str, np.ndarray]) -> Path:
     def _reconstruct(*a):  # never called: only its name is pickled
         raise AssertionError
 
-    import numpy.core.multiarray  # noqa: F401  (numpy 2 keeps a shim module; the fake replaces it briefly)
-
     out = {}
     for k, v in rel.items():
         if k in ("shapedirs", "J", "v_template", "weights", "posedirs"):

@@ -22,7 +22,6 @@ import codecs
 import collections
 import io
 import logging
-import mmap
 import pickle
 import struct
 import zipfile
@@ -235,7 +234,7 @@ def _np_scalar(dtype, data=None):
     return np.frombuffer(data, dtype=dtype, count=1)[0]
 
 
-def _make_reconstructor(stand_in_ok):
+def _make_reconstructor():
     def _reconstructor(cls, base, state=None):
         # copyreg._reconstructor(cls, base, state): how protocol 0-1 (and py2) rebuild plain objects
         if isinstance(cls, type) and issubclass(cls, StandIn):
@@ -286,7 +285,7 @@ class _SafeUnpickler(pickle.Unpickler):
         if key in self._table:
             return self._table[key]
         if module in ("copyreg", "copy_reg") and name == "_reconstructor":
-            return _make_reconstructor(True)
+            return _make_reconstructor()
         path = f"{module}.{name}"
         if self._stand_ins and path.startswith(self._stand_ins):
             return _make_stand_in_class(path, self._classes)
