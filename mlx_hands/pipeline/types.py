@@ -15,7 +15,7 @@ class Hand:
     keypoints_2d: np.ndarray  # (21, 2) image pixels, OpenPose hand order
     keypoints_3d: np.ndarray  # (21, 3) metres, camera axes, relative to cam_t (add cam_t for camera space)
     cam_t: np.ndarray  # (3,) metres: the hand's translation in the full-image camera
-    focal_length: float  # pixels; principal point is the image centre
+    focal_length: float  # pixels (the mean of fx and fy if the caller's intrinsics K had fx != fy)
     global_orient: np.ndarray  # (3,) axis-angle, mirrored back for left hands
     hand_pose: np.ndarray  # (15, 3) axis-angle, mirrored back for left hands
     betas: np.ndarray  # (10,)
@@ -24,6 +24,7 @@ class Hand:
     detector_keypoints: np.ndarray | None = None  # (21, 3) x, y pixels + visibility in [0, 1]
     track_id: int | None = None
     extra: dict = field(default_factory=dict)
+    camera_center: np.ndarray | None = None  # (2,) principal point, pixels: the image centre unless the caller gave K
 
     @property
     def side(self) -> str:
