@@ -1,0 +1,176 @@
+"""mlx-hands predict: every hand in images, folders of images or videos -> one JSON file per image.
+
+    mlx-hands predict photo.jpg --out results/
+    mlx-hands predict photos/ clip.mp4 --out results/ --model ./wilor-mlx --focal-length 1400
+
+Per image: `<out>/<stem>.json` with the image size, the model identity and settings, the units of each field,
+per-stage timings, and the hands (every field of `Hand`, see postprocess.HAND_UNITS). Videos go to
+mlx_hands.pipeline.video. A file that cannot be read is reported and skipped; the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+import time
+from pathlib import Path
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+
+
+def add_parser(sub, help_text: str) -> argparse.ArgumentParser:
+    p = sub.add_parser("predict", help=help_text, description=(
+        "Detect hands and estimate their 3D pose and MANO mesh. Writes one JSON per image into --out "
+        "(videos: see mlx_hands.pipeline.video) and prints a one-line summary per image."))
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER_OR_VIDEO",
+                   help="image files, folders (their images, sorted; not recursive) or videos (" + ", ".join(VIDEO_SUFFIXES) + ")")
+    p.add_argument("-o", "--out", "--output", dest="out", required=True, help="output folder")
+    p.add_argument("--model", default=None,
+                   help="converted model folder, folder of original files or Hub repo id (default warmshao/WiLoR-mini)")
+    p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+    p.add_argument("--mano", default=None, help="MANO_RIGHT.pkl or mano.safetensors, if not in the model folder")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                   help="compute dtype (default: as stored)")
+    p.add_argument("--conf", type=float, default=0.3, help="detector confidence threshold (default 0.3)")
+    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold, per class (default 0.7)")
+    p.add_argument("--max-det", type=int, default=300, help="at most this many hands per image (default 300)")
+    p.add_argument("--imgsz", type=int, default=None, help="detector input size (default: the checkpoint's)")
+    p.add_argument("--rescale-factor", type=float, default=2.5,
+                   help="crop side / largest box side (default 2.5 as WiLoR-mini; the original demo uses 2.0)")
+    p.add_argument("--focal-length", type=float, default=None, metavar="PX",
+                   help="your camera's focal length in pixels of the input image (default: WiLoR's 5000/256 * max(W, H))")
+    p.add_argument("--no-vertices", action="store_true", help="leave the 778 mesh vertices out of the JSON")
+    p.set_defaults(func=run)
+    return p
+
+
+def _check_args(args) -> None:
+    if not 0 <= args.conf <= 1:
+        raise ValueError(f"--conf must be in [0, 1], got {args.conf}")
+    if not 0 <= args.iou <= 1:
+        raise ValueError(f"--iou must be in [0, 1], got {args.iou}")
+    if args.max_det < 1:
+        raise ValueError(f"--max-det must be at least 1, got {args.max_det}")
+    if args.rescale_factor <= 0:
+        raise ValueError(f"--rescale-factor must be positive, got {args.rescale_factor}")
+    if args.focal_length is not None and args.focal_length <= 0:
+        raise ValueError(f"--focal-length must be a positive number of pixels, got {args.focal_length}")
+
+
+def collect_inputs(inputs: list[str]) -> tuple[list[tuple[str, Path]], list[str]]:
+    """-> ([(kind 'image' | 'video', path)], [error lines]) in the order given, folders expanded and sorted."""
+    from ..pipeline.images import is_image_path
+
+    items, errors = [], []
+    for s in inputs:
+        p = Path(s)
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.is_file() and is_image_path(f))
+            if not files:
+                errors.append(f"{p}: error: no images in this folder")
+            items += [("image", f) for f in files]
+        elif p.suffix.lower() in VIDEO_SUFFIXES:
+            if p.is_file():
+                items.append(("video", p))
+            else:
+                errors.append(f"{p}: error: no such video file")
+        elif p.exists():
+            items.append(("image", p))
+        else:
+            errors.append(f"{p}: error: no such file or folder")
+    return items, errors
+
+
+def _json_name(path: Path, used: set[str]) -> str:
+    name = f"{path.stem}.json"
+    if name in used:  # photo.jpg and photo.png in one run
+        name = f"{path.name}.json"
+    n = 1
+    while name in used:
+        name = f"{path.stem}-{n}.json"
+        n += 1
+    used.add(name)
+    return name
+
+
+def summary_line(name: str, hands, seconds: float) -> str:
+    desc = ", ".join(f"{h.side} {h.confidence:.2f}" for h in hands)
+    count = f"{len(hands)} hand{'s' if len(hands) != 1 else ''}"
+    return f"{name}: {count}{f' ({desc})' if desc else ''} {seconds * 1000:.0f} ms"
+
+
+def image_result(path: Path, image_wh, hands, pipe, timings: dict) -> dict:
+    from ..pipeline.postprocess import HAND_UNITS, hand_to_dict
+
+    return {
+        "image": str(path),
+        "width": int(image_wh[0]),
+        "height": int(image_wh[1]),
+        "model": dict(getattr(pipe, "info", {}) or {}),
+        "settings": {
+            "conf": pipe.conf,
+            "iou": pipe.iou,
+            "max_det": pipe.max_det,
+            "rescale_factor": pipe.rescale_factor,
+            "focal_length_crop": pipe.focal_length,
+            "focal_length_px": pipe.focal_length_px,
+        },
+        "units": HAND_UNITS,
+        "timings_ms": {k: round(v * 1000, 3) for k, v in timings.items()},
+        "hands": [hand_to_dict(h) for h in hands],
+    }
+
+
+def _process_video(pipe, path: Path, out: Path, include_vertices: bool) -> None:
+    try:
+        from ..pipeline.video import process_video
+    except ImportError as e:
+        raise ValueError(f"video input is not available in this build ({e}); extract frames to a folder instead") from None
+    options = {"include_vertices": include_vertices}
+    params = inspect.signature(process_video).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        options = {k: v for k, v in options.items() if k in params}
+    process_video(pipe, path, out, **options)
+
+
+def run(args) -> int:
+    from ..pipeline.images import load_image
+    from ..pipeline.runner import HandPosePipeline
+
+    _check_args(args)
+    items, errors = collect_inputs(args.inputs)
+    for line in errors:
+        print(line, file=sys.stderr)
+    if not items:
+        return 1
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe = HandPosePipeline.from_pretrained(
+        args.model, mano_path=args.mano, dtype=args.dtype, revision=args.revision,
+        conf=args.conf, iou=args.iou, max_det=args.max_det, imgsz=args.imgsz,
+        rescale_factor=args.rescale_factor, focal_length_px=args.focal_length,
+    )
+    failed = len(errors)
+    used: set[str] = set()
+    for kind, path in items:
+        try:
+            if kind == "video":
+                _process_video(pipe, path, out, not args.no_vertices)
+                continue
+            t = time.perf_counter()
+            image = load_image(path)
+            read = time.perf_counter() - t
+            hands = pipe(image, include_vertices=not args.no_vertices)
+            seconds = time.perf_counter() - t
+            timings = {"read": read, **pipe.last_timings}
+            result = image_result(path, (image.shape[1], image.shape[0]), hands, pipe, timings)
+            (out / _json_name(path, used)).write_text(json.dumps(result))
+            print(summary_line(path.name, hands, seconds), flush=True)
+        except (ValueError, OSError) as e:
+            failed += 1
+            print(f"{path}: error: {e}", file=sys.stderr, flush=True)
+    if failed:
+        print(f"{failed} input{'s' if failed != 1 else ''} failed", file=sys.stderr)
+    return 1 if failed else 0
