@@ -13,7 +13,8 @@ of the file**: nothing is read from disk until an array's values are used, so
 file also holds optimizer states. ``np.array(x)`` makes a private, writable copy. bfloat16 tensors
 are the exception: numpy has no bfloat16, so they are converted to float32 (and read) on load.
 float16 stays float16. Tensors keep torch's shape and strides (a transposed tensor is a
-non-contiguous view).
+non-contiguous view). Parameters load as plain arrays; ``torch.float16``-style dtypes as the string
+``"torch.float16"``, ``torch.device`` as ``"cpu"``, ``torch.Size`` as a tuple.
 """
 
 from __future__ import annotations
