@@ -179,6 +179,13 @@ def test_call_runs_detector_then_one_batch(golden):
     assert len(pipe(golden["image_rgb"], conf=0.1)) == 3
 
 
+def test_zero_size_detections_are_dropped(golden):
+    det = FakeDetector([(0, 60, 0.2, 142, 0.9, 0.1), (300, 60, 363, 142, 0.05, 0.91)], 1.25)  # first: 0 px wide
+    model = FakeWiLoR()
+    hands = HandPosePipeline(model, det)(golden["image_rgb"])
+    assert [h.side for h in hands] == ["right"] and model.calls[0].shape[0] == 1
+
+
 # ------------------------------------------------------------------ mlx-hands predict
 
 
@@ -231,3 +238,71 @@ def test_cli_predict_no_vertices_and_missing(tmp_path, golden, fake_from_pretrai
     d = json.loads((tmp_path / "o" / "photo.json").read_text())
     assert "vertices" not in d["hands"][0]
     assert cli.main(["predict", str(f), "-o", str(tmp_path / "o"), "--conf", "2"]) == 2
+
+
+def test_real_tiny_networks_through_the_pipeline():
+    """The real WiLoR and YOLOPose classes (tiny configs, random weights, synthetic MANO) fit the runner."""
+    from synth import make_mano
+
+    from mlx_hands.config import RefineNetConfig, ViTConfig
+    from mlx_hands.models.wilor import WiLoR
+    from mlx_hands.models.yolo import YOLOPose
+
+    model = WiLoR(WiLoRConfig(vit=ViTConfig(dim=64, depth=2, num_heads=4), refine_net=RefineNetConfig(feat_dim=64)))
+    model.mano.set_data(make_mano(0))
+    det = YOLOPose(DetectorConfig(width=0.25, depth=0.33, imgsz=160))
+    pipe = HandPosePipeline(model, det, conf=0.0)  # random weights: take whatever the detector proposes
+    img = np.random.default_rng(0).integers(0, 255, (120, 160, 3)).astype(np.uint8)
+    hands = pipe(img, max_det=2)
+    assert 1 <= len(hands) <= 2
+    h = hands[0]
+    assert h.vertices.shape == (778, 3) and h.keypoints_2d.shape == (21, 2) and h.detector_keypoints.shape == (21, 3)
+    assert np.isfinite(h.keypoints_2d).all() and np.isfinite(h.cam_t).all()
+    hands = pipe.predict_with_boxes(img, [[10, 10, 60, 80], [90, 40, 150, 110]], [0, 1])
+    assert [x.side for x in hands] == ["left", "right"] and pipe.faces().shape[1] == 3
+
+
+def test_cli_predict_video_dispatch(tmp_path, fake_from_pretrained, monkeypatch, capsys):
+    import sys
+    import types
+
+    from mlx_hands import cli
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\x00")
+    calls = []
+    fake = types.ModuleType("mlx_hands.pipeline.video")
+    fake.process_video = lambda pipe, path, out_dir, include_vertices=True: calls.append((path, out_dir, include_vertices))
+    monkeypatch.setitem(sys.modules, "mlx_hands.pipeline.video", fake)
+    assert cli.main(["predict", str(clip), "-o", str(tmp_path / "o"), "--no-vertices"]) == 0
+    assert calls == [(clip, tmp_path / "o", False)]
+    monkeypatch.setitem(sys.modules, "mlx_hands.pipeline.video", None)  # video support missing
+    assert cli.main(["predict", str(clip), "-o", str(tmp_path / "o")]) == 1
+    assert "clip.mp4: error: video input is not available" in capsys.readouterr().err
+
+
+def test_from_pretrained_on_a_tiny_converted_dir(tmp_path):
+    from mlx.utils import tree_flatten
+    from synth import make_mano
+
+    from mlx_hands.config import RefineNetConfig, ViTConfig
+    from mlx_hands.convert.mano import save_mano
+    from mlx_hands.models.wilor import WiLoR
+    from mlx_hands.models.yolo import YOLOPose
+    from mlx_hands.weights import save_model
+
+    wc = WiLoRConfig(vit=ViTConfig(dim=64, depth=2, num_heads=4), refine_net=RefineNetConfig(feat_dim=64))
+    dc = DetectorConfig(width=0.25, depth=0.33, imgsz=160)
+    params = lambda m: {k: np.array(v) for k, v in tree_flatten(m.parameters())}  # noqa: E731
+    save_model(tmp_path, wilor=params(WiLoR(wc)), wilor_config=wc, detector=params(YOLOPose(dc)), detector_config=dc,
+               source={"checkpoint": "wilor_final.ckpt"})
+    save_mano(make_mano(0), tmp_path / "mano.safetensors")
+    pipe = HandPosePipeline.from_pretrained(tmp_path, dtype="float16", conf=0.0, rescale_factor=2.0)
+    assert pipe.detector is not None and pipe.rescale_factor == 2.0 and pipe.conf == 0.0
+    assert pipe.info["dtype"] == "float16" and pipe.info["source"] == {"checkpoint": "wilor_final.ckpt"}
+    assert pipe.info["model_bytes"] > 0
+    img = np.random.default_rng(0).integers(0, 255, (120, 160, 3)).astype(np.uint8)
+    hands = pipe(img, max_det=1)
+    assert len(hands) == 1 and np.isfinite(hands[0].vertices).all()
+    wilor_only = HandPosePipeline.from_pretrained(tmp_path, detector=False)
+    assert wilor_only.detector is None

@@ -110,7 +110,9 @@ class HandPosePipeline:
         self.conf, self.iou, self.max_det, self.imgsz = conf, iou, max_det, imgsz
         self.rescale_factor = rescale_factor
         cfg = getattr(model, "config", None)
-        self.focal_length = float(focal_length if focal_length is not None else getattr(cfg, "focal_length", postprocess.FOCAL_LENGTH))
+        if focal_length is None:
+            focal_length = getattr(cfg, "focal_length", postprocess.FOCAL_LENGTH)
+        self.focal_length = float(focal_length)
         self.focal_length_px = focal_length_px
         self.patch_size = int(getattr(cfg, "image_size", preprocess.PATCH_SIZE))
         self.info = dict(info or {})
@@ -171,7 +173,13 @@ class HandPosePipeline:
         boxes = np.asarray(det.boxes, dtype=np.float64).reshape(-1, 4)
         is_right = np.asarray(det.classes).reshape(-1) == 1  # detector classes: 0 = left, 1 = right
         scores = np.asarray(det.scores, dtype=np.float32).reshape(-1)
-        return self._run(img, boxes, is_right, scores, det.keypoints, timings, rescale_factor, focal_length_px, K,
+        kps = np.asarray(det.keypoints)
+        # a box clipped to a sliver at the image edge can round to zero width; it has no crop
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        if not keep.all():
+            log.debug("dropping %d zero-size detections", int((~keep).sum()))
+            boxes, is_right, scores, kps = boxes[keep], is_right[keep], scores[keep], kps[keep]
+        return self._run(img, boxes, is_right, scores, kps, timings, rescale_factor, focal_length_px, K,
                          include_vertices)
 
     def predict_with_boxes(
@@ -222,7 +230,8 @@ class HandPosePipeline:
         mx.eval(out)
         return _to_numpy(out)
 
-    def _run(self, img, boxes, is_right, confidence, det_kps, timings, rescale_factor, focal_length_px, K, include_vertices):
+    def _run(self, img, boxes, is_right, confidence, det_kps, timings, rescale_factor, focal_length_px, K,
+             include_vertices):
         H, W = img.shape[:2]
         camera = postprocess.camera_intrinsics(
             (W, H),
