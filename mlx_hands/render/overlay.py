@@ -1,8 +1,9 @@
 """Headless overlays with numpy and OpenCV: MANO meshes (z-buffered across hands), skeletons, boxes.
 
 Camera convention (the pipeline's full-image camera, see pipeline/types.py): x right, y down, z forward,
-in metres; a camera-space point X projects to `u = f·X_x/X_z + W/2`, `v = f·X_y/X_z + H/2`, with pixel
-centres at integer coordinates (OpenCV drawing convention, the same as `Hand.keypoints_2d`).
+in metres; a camera-space point X projects to `u = f·X_x/X_z + cx`, `v = f·X_y/X_z + cy` with (cx, cy) the
+hand's `camera_center` (the image centre by default) and pixel centres at integer coordinates (OpenCV
+drawing convention, the same as `Hand.keypoints_2d`).
 Images are RGB uint8 (H, W, 3); colours below are RGB.
 """
 
@@ -39,11 +40,21 @@ def oriented_faces(faces: np.ndarray, is_right: bool) -> np.ndarray:
     return faces if is_right else faces[:, [0, 2, 1]]
 
 
-def project(points: np.ndarray, focal: float, image_size: tuple[int, int]) -> np.ndarray:
-    """Camera-space points (N, 3) in metres -> pixels (N, 2); image_size is (W, H), principal point its centre."""
+def project(points: np.ndarray, focal: float, image_size: tuple[int, int], center=None, fy: float | None = None) -> np.ndarray:
+    """Camera-space points (N, 3) in metres -> pixels (N, 2). image_size is (W, H); the principal point is
+    `center` (cx, cy) or the image centre; `fy` defaults to `focal` (fx)."""
     w, h = image_size
+    cx, cy = (w / 2, h / 2) if center is None else (float(center[0]), float(center[1]))
+    fy = focal if fy is None else fy
     z = points[:, 2]
-    return np.stack([focal * points[:, 0] / z + w / 2, focal * points[:, 1] / z + h / 2], axis=1)
+    return np.stack([focal * points[:, 0] / z + cx, fy * points[:, 1] / z + cy], axis=1)
+
+
+def hand_camera(hand: Hand) -> tuple[float, float, object]:
+    """(fx, fy, principal point or None) of the camera a Hand was estimated in."""
+    f = float(hand.focal_length)
+    extra = hand.extra or {}
+    return float(extra.get("fx", f)), float(extra.get("fy", f)), getattr(hand, "camera_center", None)
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -167,7 +178,8 @@ def _mesh_layers(hands: Sequence[Hand], faces: np.ndarray, image_size: tuple[int
         if len(tri) == 0:
             continue
         s = _AMBIENT + _DIFFUSE * np.clip(vertex_normals(v, f) @ _LIGHT, 0.0, 1.0)
-        xy.append(project(v, hand.focal_length, image_size)[tri])
+        fx, fy, c = hand_camera(hand)
+        xy.append(project(v, fx, image_size, c, fy)[tri])
         z.append(v[tri, 2])
         shade.append(s[tri])
         owner.append(np.full(len(tri), i))
