@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 # OpenPose hand order from MANO's 16 joints + 5 fingertips (WiLoR mano_wrapper.py).
@@ -86,15 +87,38 @@ class WiLoRConfig:
 
 @dataclass
 class DetectorConfig:
-    """YOLOv8-pose hand detector (ultralytics 'm' scale for WiLoR's detector.pt)."""
+    """YOLOv8-pose hand detector; defaults are ultralytics' 'm' scale as in WiLoR's detector.pt.
+
+    width/depth/max_channels scale the yolov8-pose.yaml layer list exactly as ultralytics'
+    parse_model does (see channels() and repeats()); max_channels None means no cap.
+    """
 
     width: float = 0.75
     depth: float = 0.67
-    max_channels: int = 768
+    max_channels: int | None = 768
     num_classes: int = 2  # 0 = left, 1 = right
-    kpt_shape: tuple[int, int] = (21, 3)
-    reg_max: int = 16
-    imgsz: int = 640  # the checkpoint's training imgsz; convert() records the real one
+    kpt_shape: tuple[int, int] = (21, 3)  # (keypoints, 2 for x,y or 3 for x,y,visibility)
+    reg_max: int = 16  # DFL bins per box side
+    imgsz: int = 640  # the checkpoint's training imgsz (ultralytics predicts at it); convert records the real one
+    names: tuple[str, ...] = ("left", "right")
+
+    def channels(self, c: int) -> int:
+        """Output channels of a yaml layer with nominal width c (ultralytics make_divisible(., 8))."""
+        c = min(c, self.max_channels) if self.max_channels else c
+        return int(math.ceil(c * self.width / 8) * 8)
+
+    def repeats(self, n: int) -> int:
+        """Bottleneck count of a yaml C2f with nominal repeats n."""
+        return max(round(n * self.depth), 1) if n > 1 else n
+
+    @property
+    def num_keypoint_channels(self) -> int:
+        return self.kpt_shape[0] * self.kpt_shape[1]
+
+    @property
+    def num_outputs(self) -> int:
+        """Rows of the decoded head output: 4 box + classes + keypoint channels."""
+        return 4 + self.num_classes + self.num_keypoint_channels
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "DetectorConfig":
