@@ -418,6 +418,17 @@ def test_max_det_keeps_the_best():
     assert d.scores[0] == pytest.approx(0.31 + 0.01 * 39) and d.boxes[0, 0] == min(39 * 12, 512)
 
 
+def test_nms_early_stop_equals_full_greedy_pass():
+    rng = np.random.default_rng(5)
+    xy, wh = rng.uniform(0, 200, (500, 2)), rng.uniform(5, 60, (500, 2))
+    boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+    scores = rng.uniform(0, 1, 500).astype(np.float32)
+    full = D.nms(boxes, scores, 0.5)
+    assert 30 < len(full) < 500
+    np.testing.assert_array_equal(D.nms(boxes, scores, 0.5, max_keep=30), full[:30])
+    assert len(D.nms(boxes, scores, 0.5, max_keep=0)) == 0
+
+
 def test_max_nms_caps_the_candidates_by_score():
     boxes = [[i * 12, 0, i * 12 + 10, 10] for i in range(5)]
     scores = [[0.4, 0.0], [0.9, 0.0], [0.5, 0.0], [0.8, 0.0], [0.6, 0.0]]

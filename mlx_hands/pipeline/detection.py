@@ -110,11 +110,13 @@ def xywh2xyxy(x: np.ndarray) -> np.ndarray:
     return y
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, max_keep: int | None = None) -> np.ndarray:
     """Greedy NMS as torchvision.ops.nms: indices kept, by descending score; a box is dropped when its
     IoU with a kept, higher-scored box is > iou. boxes (N, 4) xyxy, arithmetic in the boxes' dtype.
-    O(N * kept) numpy; fine for the few hundred candidates a hand detector leaves above conf."""
+    Stopping after max_keep kept boxes gives the same first max_keep as the full greedy pass."""
     order = np.argsort(-scores, kind="stable")
+    if max_keep is not None and max_keep <= 0:
+        return order[:0].astype(np.int64)
     b = boxes[order]
     x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
     area = (x2 - x1) * (y2 - y1)
@@ -124,6 +126,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
         if suppressed[i]:
             continue
         keep.append(i)
+        if max_keep is not None and len(keep) >= max_keep:
+            break
         j = np.arange(i + 1, len(order))
         j = j[~suppressed[j]]
         if not len(j):
@@ -167,7 +171,7 @@ def non_max_suppression(
         if len(x) > max_nms:
             x = x[np.argsort(-x[:, 4], kind="stable")[:max_nms]]
         offset = x[:, 5:6] * (0 if agnostic else MAX_WH)  # boxes of different classes never overlap
-        i = nms(x[:, :4] + offset, x[:, 4], iou)[:max_det]
+        i = nms(x[:, :4] + offset, x[:, 4], iou, max_keep=max_det)
         out.append(x[i])
     return out
 
