@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
+OTHER_FOCAL = 50.0  # small enough that the mesh depth matters next to tz = 2F/(size s)
 SIZES = {
     "tiny": dict(dim=64, depth=2, num_heads=4),
     "full": dict(dim=1280, depth=32, num_heads=16),
@@ -165,6 +166,10 @@ def main():
     out = ref(torch.from_numpy(np.ascontiguousarray(crops[..., ::-1])).float())
     print(f"reference forward: {time.perf_counter() - t0:.2f} s")
     out = {k: v.numpy() for k, v in out.items()}
+    # WiLoR-mini's focal_length setting also reaches RefineNet's projection
+    ref.FOCAL_LENGTH = OTHER_FOCAL
+    out_focal = {k: v.numpy() for k, v in ref(torch.from_numpy(np.ascontiguousarray(crops[..., ::-1])).float()).items()}
+    ref.FOCAL_LENGTH = 5000
     state = {k: v.numpy() for k, v in ref.state_dict().items() if not k.startswith("mano.")}
     config = {"vit": {k: v for k, v in SIZES[args.size].items()}, "refine_net": {"feat_dim": SIZES[args.size]["dim"]}}
 
@@ -173,6 +178,8 @@ def main():
         fixture.update({f"mano/{k}": v for k, v in mano.items()})
         fixture.update({f"mean/{k}": v for k, v in means.items()})
         fixture.update({f"out/{k}": v for k, v in out.items()})
+        fixture.update({f"out_focal/{k}": v for k, v in out_focal.items()})
+        fixture["other_focal"] = np.array(OTHER_FOCAL)
         fixture["crops"] = crops
         fixture["config"] = np.array(json.dumps(config))
         np.savez_compressed(args.out, **fixture)

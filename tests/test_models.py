@@ -35,6 +35,8 @@ def golden():
         "mano": {k[5:]: g[k] for k in g.files if k.startswith("mano/")},
         "mean": {k[5:]: g[k] for k in g.files if k.startswith("mean/")},
         "out": {k[4:]: g[k] for k in g.files if k.startswith("out/")},
+        "out_focal": {k[10:]: g[k] for k in g.files if k.startswith("out_focal/")},
+        "other_focal": float(g["other_focal"]),
         "crops": g["crops"],
     }
 
@@ -58,6 +60,18 @@ def test_wilor_matches_reference_fp32(golden):
     np.testing.assert_allclose(np.array(out["pred_keypoints_3d"]), ref["pred_keypoints_3d"], rtol=0, atol=1e-5)
     for k in ("pred_cam", "betas", "global_orient", "hand_pose"):
         np.testing.assert_allclose(np.array(out[k]), ref[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+def test_wilor_focal_length_matches_reference(golden):
+    """A non-default crop focal length F reaches RefineNet's projection, as in WiLoR-mini."""
+    model = load_golden_model(golden)
+    F = golden["other_focal"]
+    for focal in (F, mx.full((len(golden["crops"]),), F)):
+        out = model(mx.array(golden["crops"]), focal_length=focal)
+        np.testing.assert_allclose(np.array(out.vertices), golden["out_focal"]["pred_vertices"], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(np.array(out.hand_pose), golden["out_focal"]["hand_pose"], rtol=0, atol=2e-6)
+    # F enters only through the first-pass mesh depth against tz = 2F / (size s): a small effect
+    assert np.abs(golden["out_focal"]["hand_pose"] - golden["out"]["hand_pose"]).max() > 1e-5
 
 
 def test_wilor_float_crops_equal_uint8(golden):

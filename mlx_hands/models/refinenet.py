@@ -83,8 +83,9 @@ class RefineNet(nn.Module):
         self.dec_cam = nn.Linear(out_dim, 3)
         self.dec_shape = nn.Linear(out_dim, num_betas)
 
-    def __call__(self, features, vertices, pose_6d, betas, cam, focal_length: float) -> RefineOutput:
-        """features (B, h, w, C); vertices (B, V, 3) of the first MANO pass; pose_6d (B, 16, 6), betas, cam from the ViT."""
+    def __call__(self, features, vertices, pose_6d, betas, cam, focal_length) -> RefineOutput:
+        """features (B, h, w, C); vertices (B, V, 3) of the first MANO pass; pose_6d (B, 16, 6), betas, cam from
+        the ViT; focal_length: float or (B, 1) array, pixels of the crop."""
         B = features.shape[0]
         feats = self.deconv(features)
         s, tx, ty = cam[:, 0:1], cam[:, 1:2], cam[:, 2:3]
@@ -95,7 +96,8 @@ class RefineNet(nn.Module):
             size = f.shape[1]
             tz = 2 * focal_length / (size * s + 1e-9)
             z = Z + tz
-            uv = mx.stack([(X + tx) / z, (Y + ty) / z], axis=-1) * (focal_length / size)
+            fs = focal_length / size
+            uv = mx.stack([fs * (X + tx) / z, fs * (Y + ty) / z], axis=-1)
             pooled.append(sample_points(f, uv.astype(f.dtype)).max(axis=1))
         h = mx.concatenate(pooled, axis=-1)
         pose_6d = pose_6d + self.dec_pose(h).reshape(pose_6d.shape)

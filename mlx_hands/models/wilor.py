@@ -95,11 +95,18 @@ class WiLoR(nn.Module):
         if crops.dtype not in (mx.uint8, mx.float32, mx.float16, mx.bfloat16):
             raise ValueError(f"crops must be uint8 or float (values 0..255), got {crops.dtype}")
 
-    def __call__(self, crops: mx.array) -> WiLoROutput:
-        """crops (B, 256, 256, 3): RGB, uint8 or float with values 0..255 -> WiLoROutput."""
+    def __call__(self, crops: mx.array, focal_length: float | mx.array | None = None) -> WiLoROutput:
+        """crops (B, 256, 256, 3): RGB, uint8 or float with values 0..255 -> WiLoROutput.
+
+        focal_length: the crop camera's focal length F (pixels of the 256-px crop), a float or (B,)
+        array; default config.focal_length (5000). WiLoR-mini's `focal_length` setting: RefineNet
+        projects the first-pass mesh with it. A real camera's focal f (pixels of the full W x H image)
+        corresponds to F = f * 256 / max(W, H).
+        """
         self.check_crops(crops)
-        B = crops.shape[0]
-        F = self.config.focal_length
+        F = self.config.focal_length if focal_length is None else focal_length
+        if isinstance(F, mx.array):
+            F = F.astype(mx.float32).reshape(-1, 1)
         x = normalize_crops(crops, self.config.vit.image_size, self.dtype)
         vit = self.backbone(x)
         temp = self.mano(vit.betas, vit.rotmats[:, :1], vit.rotmats[:, 1:])
