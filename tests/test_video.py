@@ -1,0 +1,256 @@
+"""Video round trips with a fake pipeline, partial output after a crash, track ids, One Euro smoothing."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from mlx_hands.pipeline.tracking import HandTracker, OneEuroFilter, box_iou
+from mlx_hands.pipeline.video import iter_frames, process_video
+from test_render import faces, make_hand
+
+VW, VH, FPS = 160, 120, 10.0
+VFOCAL = 5000 / 256 * VW
+
+
+def write_video(path, n=12, size=(VW, VH), fps=FPS, codec="mp4v"):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, size)
+    assert writer.isOpened()
+    for i in range(n):
+        frame = np.full((size[1], size[0], 3), 30, np.uint8)
+        cv2.putText(frame, str(i), (5, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1)
+        frame[:, :, 2] = 200  # BGR: red everywhere
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def count_frames(path):
+    cap = cv2.VideoCapture(str(path))
+    n, size = 0, None
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        n, size = n + 1, (f.shape[1], f.shape[0])
+    cap.release()
+    return n, size
+
+
+class FakePipe:
+    """Stands in for HandPosePipeline: one right hand drifting right, one left hand drifting left."""
+
+    def __init__(self, fail_at: int | None = None):
+        self.calls = 0
+        self.fail_at = fail_at
+        self.shapes = []
+
+    def faces(self, is_right: bool = True):
+        return faces() if is_right else faces()[:, ::-1]
+
+    def __call__(self, rgb):
+        if self.calls == self.fail_at:
+            raise RuntimeError("boom")
+        self.shapes.append(rgb.shape)
+        k = self.calls
+        self.calls += 1
+        kw = dict(depth=6.0, image_size=(VW, VH), focal=VFOCAL)
+        return [make_hand(True, (50 + 2 * k, 80), **kw), make_hand(False, (110 - 2 * k, 80), **kw)]
+
+
+def test_video_round_trip(tmp_path):
+    src = write_video(tmp_path / "clip.mp4")
+    pipe = FakePipe()
+    summary = process_video(pipe, src, tmp_path / "out", progress=False)
+    assert summary.complete and summary.frames == 12 and pipe.calls == 12 and summary.tracks == 2
+    assert pipe.shapes[0] == (VH, VW, 3)
+    n, size = count_frames(summary.video_path)
+    assert n == 12 and size == (VW, VH)
+    lines = (tmp_path / "out" / "clip.jsonl").read_text().splitlines()
+    assert len(lines) == 12
+    recs = [json.loads(line) for line in lines]
+    assert [r["frame"] for r in recs] == list(range(12))
+    np.testing.assert_allclose([r["time"] for r in recs], np.arange(12) / FPS, atol=1e-6)
+    ids = {(h["side"], h["track_id"]) for r in recs for h in r["hands"]}
+    assert ids == {("right", 0), ("left", 1)}
+    assert "vertices" not in recs[0]["hands"][0]  # large; only with include_vertices
+    meta = json.loads((tmp_path / "out" / "clip.json").read_text())
+    assert meta["frames"] == 12 and meta["complete"] is True
+    # the annotated video shows the meshes: frames differ from the plain input where the hands are
+    cap = cv2.VideoCapture(summary.video_path)
+    ok, frame = cap.read()
+    cap.release()
+    plain = next(iter_frames(src))[2][:, :, ::-1]
+    assert ok and np.abs(frame.astype(int) - plain).max() > 60
+
+
+def test_video_options(tmp_path):
+    src = write_video(tmp_path / "clip.mp4")
+    s = process_video(FakePipe(), src, tmp_path, render=False, max_frames=5, include_vertices=True, progress=False)
+    assert s.frames == 5 and s.video_path is None
+    assert not list(tmp_path.glob("*_annotated*"))
+    rec = json.loads((tmp_path / "clip.jsonl").read_text().splitlines()[0])
+    assert np.shape(rec["hands"][0]["vertices"]) == (778, 3)
+    s = process_video(FakePipe(), src, tmp_path / "avi", codec="MJPG", smooth=False, progress=False)
+    assert s.video_path.endswith(".avi") and count_frames(s.video_path)[0] == 12
+
+
+def test_partial_output_after_crash_is_readable(tmp_path):
+    src = write_video(tmp_path / "clip.mp4", n=12)
+    with pytest.raises(RuntimeError, match="boom"):
+        process_video(FakePipe(fail_at=7), src, tmp_path / "out", progress=False)
+    n, size = count_frames(tmp_path / "out" / "clip_annotated.mp4")
+    assert n == 7 and size == (VW, VH)
+    lines = (tmp_path / "out" / "clip.jsonl").read_text().splitlines()
+    assert [json.loads(x)["frame"] for x in lines] == list(range(7))
+    meta = json.loads((tmp_path / "out" / "clip.json").read_text())
+    assert meta["complete"] is False and meta["frames"] == 7
+
+
+def test_bad_inputs_give_one_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such video"):
+        process_video(FakePipe(), tmp_path / "missing.mp4", tmp_path, progress=False)
+    junk = tmp_path / "junk.mp4"
+    junk.write_text("not a video")
+    with pytest.raises(ValueError, match="cannot read this video"):
+        process_video(FakePipe(), junk, tmp_path, progress=False)
+    empty = tmp_path / "empty.avi"
+    cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48)).release()
+    with pytest.raises(ValueError, match="no frames"):
+        process_video(FakePipe(), empty, tmp_path / "e", progress=False)
+    assert not (tmp_path / "e").exists()  # nothing written for a bad input
+    src = write_video(tmp_path / "clip.mp4", n=3)
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(OSError, match="file.txt"):
+        process_video(FakePipe(), src, blocker / "out", progress=False)
+    with pytest.raises(ValueError, match="camera 99"):
+        iter_frames(99)
+
+
+def test_iter_frames_gives_rgb_and_times(tmp_path):
+    src = write_video(tmp_path / "clip.mp4", n=4)
+    got = list(iter_frames(src))
+    assert [g[0] for g in got] == [0, 1, 2, 3]
+    np.testing.assert_allclose([g[1] for g in got], np.arange(4) / FPS)
+    r, g, b = got[0][2][60:, :, :].reshape(-1, 3).mean(0)
+    assert r > 150 and b < 80  # written as BGR red, read back as RGB red
+    assert len(list(iter_frames(str(src), max_frames=2))) == 2
+
+
+# ------------------------------------------------------------------------------------------- tracking
+def _frame(t, specs):
+    return [make_hand(side, (x, 240), 15.0, curl=0.2) for side, x in specs]
+
+
+def test_track_ids_stable_when_hands_cross():
+    # right hand moves left, left hand moves right; they cross in the middle and keep their ids
+    tr = HandTracker(smooth=False)
+    seen = []
+    for k in range(30):
+        hands = _frame(k, [(True, 500 - 12 * k), (False, 140 + 12 * k)])
+        out = tr.update(hands[::-1] if k % 2 else hands, k / 30)  # order in the list must not matter
+        seen.append({h.side: h.track_id for h in out})
+    assert all(s == seen[0] for s in seen) and seen[0]["right"] != seen[0]["left"]
+
+
+def test_two_same_side_hands_keep_ids_by_overlap():
+    tr = HandTracker(smooth=False)
+    ids = []
+    for k in range(20):
+        out = tr.update(_frame(k, [(True, 150 + 3 * k), (True, 450 - 3 * k)])[::(-1) ** k], k / 30)
+        ids.append(tuple(h.track_id for h in sorted(out, key=lambda h: h.box[0])))
+    assert len(set(ids)) == 1 and len(set(ids[0])) == 2
+
+
+def test_lost_hand_comes_back_with_its_id():
+    tr = HandTracker(smooth=False, max_lost=10)
+    first = tr.update(_frame(0, [(True, 300)]), 0.0)[0].track_id
+    for k in range(1, 6):
+        assert tr.update([], k / 30) == []
+    back = tr.update(_frame(6, [(True, 315)]), 6 / 30)[0]  # moved a little while unseen
+    assert back.track_id == first
+    for k in range(7, 20):  # gone for longer than max_lost: the id is retired
+        tr.update([], k / 30)
+    assert tr.update(_frame(20, [(True, 300)]), 20 / 30)[0].track_id != first
+
+
+def test_far_away_detection_starts_a_new_track():
+    tr = HandTracker(smooth=False)
+    a = tr.update(_frame(0, [(True, 100)]), 0.0)[0].track_id
+    b = tr.update(_frame(1, [(True, 560)]), 1 / 30)[0].track_id
+    assert a != b
+
+
+def test_tracker_checks_time_and_leaves_inputs_alone():
+    tr = HandTracker()
+    hands = _frame(0, [(True, 300)])
+    before = hands[0].keypoints_2d.copy()
+    out = tr.update(hands, 1.0)
+    assert hands[0].track_id is None and out[0].track_id == 0 and out[0] is not hands[0]
+    np.testing.assert_array_equal(hands[0].keypoints_2d, before)
+    with pytest.raises(ValueError, match="increase"):
+        tr.update(hands, 1.0)
+
+
+def test_box_iou():
+    np.testing.assert_allclose(box_iou([0, 0, 10, 10], [[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]]),
+                               [[1.0, 1 / 3, 0.0]])
+
+
+# ------------------------------------------------------------------------------------------- One Euro
+def test_one_euro_reduces_jitter_and_follows_a_step():
+    rng = np.random.default_rng(0)
+    fps, n = 30.0, 90
+    truth = np.where(np.arange(n) < 45, 0.0, 100.0)
+    noisy = truth[:, None] + rng.normal(0, 2.0, (n, 21 * 2))  # 21 keypoints, pixels
+    f = OneEuroFilter(min_cutoff=1.0, beta=0.02, d_cutoff=1.0)
+    out = np.array([f(x, i / fps) for i, x in enumerate(noisy)])
+    d_raw = np.diff(noisy[5:45], axis=0).std()
+    d_out = np.diff(out[5:45], axis=0).std()
+    assert d_out < d_raw / 4, (d_out, d_raw)
+    err = np.abs(out[45:] - 100).max(axis=1)
+    assert np.all(err[4:] < 6), err[:8]  # within a few frames of the jump, it is there (noise is 2 px)
+    # beta = 0 is a plain low-pass: much slower on the same step
+    g = OneEuroFilter(min_cutoff=1.0, beta=0.0)
+    slow = np.array([g(x, i / fps) for i, x in enumerate(noisy)])
+    assert np.abs(slow[49] - 100).mean() > 20
+
+
+def test_one_euro_uses_time_stamps():
+    # The same samples arriving 10x further apart in time are smoothed less (the filter is in Hz, not frames).
+    x = np.r_[np.zeros(5), np.ones(5)][:, None]
+    fast, slow = OneEuroFilter(1.0), OneEuroFilter(1.0)
+    a = [fast(v, i / 30) for i, v in enumerate(x)]
+    b = [slow(v, i / 3) for i, v in enumerate(x)]
+    assert b[5][0] > a[5][0] + 0.3
+    with pytest.raises(ValueError, match="increase"):
+        fast(x[0], 0.0)
+    with pytest.raises(ValueError, match="positive"):
+        OneEuroFilter(min_cutoff=0.0)
+
+
+def test_tracker_smooths_every_field_and_keeps_raw():
+    rng = np.random.default_rng(1)
+    tr = HandTracker(smooth=True)
+    raw_kp, out_kp, raw_t, out_t, raw_v, out_v = [], [], [], [], [], []
+    for k in range(40):
+        h = make_hand(True, (320, 240), 15.0)
+        h.keypoints_2d = h.keypoints_2d + rng.normal(0, 2.0, (21, 2))
+        h.cam_t = h.cam_t + rng.normal(0, [0.002, 0.002, 0.2])
+        h.vertices = h.vertices + rng.normal(0, 0.001, h.vertices.shape)
+        o = tr.update([h], k / 30)[0]
+        np.testing.assert_array_equal(o.extra["raw"]["keypoints_2d"], h.keypoints_2d)
+        raw_kp.append(h.keypoints_2d), out_kp.append(o.keypoints_2d)
+        raw_t.append(h.cam_t), out_t.append(o.cam_t)
+        raw_v.append(h.vertices), out_v.append(o.vertices)
+    for raw, out in [(raw_kp, out_kp), (raw_t, out_t), (raw_v, out_v)]:
+        raw, out = np.array(raw[10:]), np.array(out[10:])
+        assert np.diff(out, axis=0).std() < np.diff(raw, axis=0).std() / 3
+    # unsmoothed tracking passes values through
+    h = make_hand(True)
+    o = HandTracker(smooth=False).update([h], 0.0)[0]
+    np.testing.assert_array_equal(o.keypoints_2d, h.keypoints_2d)
