@@ -80,6 +80,7 @@ def letterbox(
     if image.ndim != 3:
         raise ValueError(f"letterbox expects an (H, W, C) image, got shape {image.shape}")
     nh, nw = (new_shape, new_shape) if isinstance(new_shape, (int, np.integer)) else new_shape
+    image = np.ascontiguousarray(image)  # cv2 wants positive strides (e.g. after bgr[..., ::-1])
     h, w = image.shape[:2]
     r = min(nh / h, nw / w)
     if not scaleup:
