@@ -25,11 +25,13 @@ class FakeWiLoR:
         self.config = WiLoRConfig()
         self.faces = np.array([[0, 1, 2], [2, 1, 3]], np.int32)
         self.calls: list[np.ndarray] = []
+        self.focals: list[float] = []
         self.outputs = outputs
 
-    def __call__(self, crops: mx.array):
+    def __call__(self, crops: mx.array, focal_length=None):
         assert isinstance(crops, mx.array)
         self.calls.append(np.array(crops))
+        self.focals.append(focal_length)
         B = crops.shape[0]
         if self.outputs is not None:
             o = {k: v[:B] for k, v in self.outputs.items()}
@@ -103,9 +105,13 @@ def test_focal_length_setting_matches_reference(golden):
     assert hands[0].focal_length == pytest.approx(golden["f1_scaled_focal"][0])
     # the same camera in pixels
     px = golden["f1_scaled_focal"][0]
-    hands_px = HandPosePipeline(FakeWiLoR(golden_outputs(golden))).predict_with_boxes(
+    model_px = FakeWiLoR(golden_outputs(golden))
+    hands_px = HandPosePipeline(model_px).predict_with_boxes(
         golden["image_rgb"], golden["boxes"], golden["is_right"], focal_length_px=px)
     np.testing.assert_allclose(hands_px[2].cam_t, hands[2].cam_t, rtol=1e-6)
+    # the network itself gets the same F (crop pixels) both ways, as WiLoR-mini passes focal_length to RefineNet
+    assert pipe.model.focals == [pytest.approx(float(golden["focals"][1]))]
+    assert model_px.focals == [pytest.approx(float(golden["focals"][1]), rel=1e-9)]
 
 
 def test_predict_with_boxes_options_and_timings():

@@ -248,7 +248,10 @@ class HandPosePipeline:
             timings["crop"] = time.perf_counter() - t
 
             t = time.perf_counter()
-            out = self.model(mx.array(crops))  # every hand of the frame in one batch
+            # the network's own focal F (crop pixels) follows the full-image camera: F = f * 256 / max(W, H)
+            user_camera = K is not None or focal_length_px is not None or self.focal_length_px is not None
+            F = (camera.fx + camera.fy) / 2 * self.patch_size / max(W, H) if user_camera else self.focal_length
+            out = self.model(mx.array(crops), focal_length=F)  # every hand of the frame in one batch
             names = ["cam", "keypoints_3d", "global_orient", "hand_pose", "betas"]
             if include_vertices:
                 names.append("vertices")
