@@ -33,6 +33,18 @@ def test_numpy_side_imports_no_mlx(path):
     assert "mlx" not in _imports(path)
 
 
+def _top_level_imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
 def test_nothing_imports_torch():
+    # only the benchmark may time the user's PyTorch reference, imported inside the function that does it
     for path in PKG.rglob("*.py"):
-        assert "torch" not in _imports(path), path
+        imports = _top_level_imports(path) if path.name == "bench.py" else _imports(path)
+        assert "torch" not in imports, path
