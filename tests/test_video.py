@@ -254,3 +254,42 @@ def test_tracker_smooths_every_field_and_keeps_raw():
     h = make_hand(True)
     o = HandTracker(smooth=False).update([h], 0.0)[0]
     np.testing.assert_array_equal(o.keypoints_2d, h.keypoints_2d)
+
+
+# ------------------------------------------------------------------------------------------- live
+def test_live_explains_missing_gui(monkeypatch):
+    from mlx_hands.commands import live
+
+    monkeypatch.setattr(cv2, "getBuildInformation", lambda: "  GUI:                           NONE\n")
+    msg = live.gui_problem()
+    assert "opencv-python-headless" in msg and "pip install opencv-python" in msg
+    monkeypatch.setattr(cv2, "getBuildInformation", lambda: "  GUI:                           GTK3\n")
+    monkeypatch.setattr(live.sys, "platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert "no display" in live.gui_problem()
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert live.gui_problem() is None
+
+
+def test_live_cli_errors_are_one_line(monkeypatch, capsys):
+    from mlx_hands import cli
+    from mlx_hands.commands import live
+
+    monkeypatch.setattr(live, "gui_problem", lambda: "no GUI here; pip install opencv-python")
+    assert cli.main(["live", "--camera", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install opencv-python" in err and "Traceback" not in err
+    monkeypatch.setattr(live, "gui_problem", lambda: None)
+    assert cli.main(["live", "--camera", "99"]) == 2
+    assert "camera 99 could not be opened" in capsys.readouterr().err
+
+
+def test_live_stream_annotates_frames(tmp_path):
+    from mlx_hands.commands.live import annotate_stream
+
+    src = write_video(tmp_path / "cam.mp4", n=5)
+    out = list(annotate_stream(FakePipe(), iter_frames(src)))
+    assert len(out) == 5
+    bgr, hands, fps = out[-1]
+    assert bgr.shape == (VH, VW, 3) and fps > 0 and {h.track_id for h in hands} == {0, 1}
