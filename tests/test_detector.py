@@ -107,14 +107,7 @@ def golden():
 
 
 def _convert_fixture():
-    from mlx_hands.convert.safe_pickle import UnsafePickleError
-
-    try:
-        return conv.convert_detector(FIXTURES / "detector_tiny.pt")
-    except UnsafePickleError as e:
-        if "getattr" in str(e):  # ultralytics' Pose pickles `self.detect = Detect.forward` as getattr(Detect, ...)
-            pytest.xfail(f"safe_pickle cannot read an ultralytics Pose model yet: {e}")
-        raise
+    return conv.convert_detector(FIXTURES / "detector_tiny.pt")
 
 
 @pytest.fixture(scope="module")

@@ -219,7 +219,7 @@ def test_malicious_checkpoint_does_not_run(tmp_path):
 
 
 @pytest.mark.parametrize("module,name", [("os", "system"), ("posix", "system"), ("builtins", "eval"),
-                                         ("builtins", "exec"), ("builtins", "getattr"),
+                                         ("builtins", "exec"),
                                          ("subprocess", "Popen"), ("torch.storage", "_load_from_bytes")])
 def test_refuses_code_globals(tmp_path, module, name):
     marker = tmp_path / "ran"
@@ -232,6 +232,22 @@ def test_refuses_code_globals(tmp_path, module, name):
     with pytest.raises(UnsafePickleError, match=rf"{module}\.{name}"):
         load_legacy_pickle(tmp_path / "x.pkl")
     assert not marker.exists()
+
+
+def test_getattr_only_on_stand_ins(tmp_path):
+    # ultralytics' Pose head pickles `self.detect = Detect.forward` as getattr(Detect, "forward")
+    def payload(owner_module, owner):
+        return (b"\x80\x02c__builtin__\ngetattr\nc" + owner_module.encode() + b"\n" + owner.encode()
+                + b"\nX\x07\x00\x00\x00forwardq\x00\x86R.")
+
+    for module, name in (("__builtin__", "str"), ("collections", "OrderedDict")):
+        (tmp_path / "x.pkl").write_bytes(payload(module, name))
+        with pytest.raises(UnsafePickleError, match="getattr"):
+            load_legacy_pickle(tmp_path / "x.pkl")
+    with zipfile.ZipFile(tmp_path / "m.pt", "w") as zf:
+        zf.writestr("archive/data.pkl", payload("ultralytics.nn.modules.head", "Detect"))
+    got = load_torch_file(tmp_path / "m.pt", stand_ins=("ultralytics.",))
+    assert repr(got) == "<InertAttribute ultralytics.nn.modules.head.Detect.forward>"
 
 
 def test_stand_ins_stay_inert(tmp_path):

@@ -248,6 +248,27 @@ def _make_reconstructor():
     return _reconstructor
 
 
+class InertAttribute:
+    """What ``getattr(StandInClass, name)`` unpickles to, e.g. ultralytics' ``Pose.detect = Detect.forward``."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __repr__(self):
+        return f"<InertAttribute {self.path}>"
+
+
+def _safe_getattr(*args):
+    # pickle spells a bound or class function as getattr(owner, name); allowed only on stand-ins, where
+    # it yields a record and never the attribute itself
+    if len(args) in (2, 3) and isinstance(args[1], str):
+        owner = args[0] if isinstance(args[0], type) else type(args[0])
+        if issubclass(owner, StandIn):
+            return InertAttribute(f"{owner._standin_path}.{args[1]}")
+    raise UnsafePickleError(f"builtins.getattr{tuple(a if isinstance(a, str) else type(a).__name__ for a in args)} "
+                            f"is not allowed (only on stand-in classes)")
+
+
 _BUILTINS = {
     "set": set, "frozenset": frozenset, "slice": slice, "complex": complex, "range": range,
     "bytearray": bytearray, "bytes": bytes, "object": object, "int": int, "float": float,
@@ -269,6 +290,7 @@ _COMMON_GLOBALS: dict[tuple[str, str], Any] = {
 for _mod in ("builtins", "__builtin__"):
     for _name, _obj in _BUILTINS.items():
         _COMMON_GLOBALS[(_mod, _name)] = _obj
+    _COMMON_GLOBALS[(_mod, "getattr")] = _safe_getattr
 
 
 class _SafeUnpickler(pickle.Unpickler):
