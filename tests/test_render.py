@@ -168,6 +168,16 @@ def test_mesh_moves_with_cam_t():
     assert abs((xb.mean() - xa.mean()) - 240) < 2 and abs(yb.mean() - ya.mean()) < 2
 
 
+def test_mesh_uses_the_hands_camera():
+    # a principal point off the image centre (the caller's K) moves the projected mesh with it
+    plain = make_hand(True)
+    shifted = make_hand(True)
+    shifted.camera_center = np.array([W / 2 + 20, H / 2 + 10])
+    a, b = _mesh_mask([plain], alpha=1.0)[1], _mesh_mask([shifted], alpha=1.0)[1]
+    (ya, xa), (yb, xb) = np.nonzero(a), np.nonzero(b)
+    assert abs(xb.mean() - xa.mean() - 20) < 1 and abs(yb.mean() - ya.mean() - 10) < 1
+
+
 def _is_warm(rgb) -> bool:
     return rgb[0] > rgb[2] + 30
 

@@ -43,9 +43,10 @@ def count_frames(path):
 class FakePipe:
     """Stands in for HandPosePipeline: one right hand drifting right, one left hand drifting left."""
 
-    def __init__(self, fail_at: int | None = None):
+    def __init__(self, fail_at: int | None = None, error=RuntimeError):
         self.calls = 0
         self.fail_at = fail_at
+        self.error = error
         self.shapes = []
 
     def faces(self, is_right: bool = True):
@@ -53,7 +54,7 @@ class FakePipe:
 
     def __call__(self, rgb):
         if self.calls == self.fail_at:
-            raise RuntimeError("boom")
+            raise self.error("boom")
         self.shapes.append(rgb.shape)
         k = self.calls
         self.calls += 1
@@ -98,11 +99,18 @@ def test_video_options(tmp_path):
     assert s.video_path.endswith(".avi") and count_frames(s.video_path)[0] == 12
 
 
-def test_partial_output_after_crash_is_readable(tmp_path):
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_partial_output_after_crash_is_readable(tmp_path, error):
     src = write_video(tmp_path / "clip.mp4", n=12)
-    with pytest.raises(RuntimeError, match="boom"):
-        process_video(FakePipe(fail_at=7), src, tmp_path / "out", progress=False)
-    n, size = count_frames(tmp_path / "out" / "clip_annotated.mp4")
+    try:
+        process_video(FakePipe(fail_at=7, error=error), src, tmp_path / "out", progress=False)
+    except error as e:
+        assert "boom" in str(e)
+        # checked while the traceback (and so the function's locals) is alive: the writer must have been
+        # released explicitly, not by garbage collection
+        n, size = count_frames(tmp_path / "out" / "clip_annotated.mp4")
+    else:
+        pytest.fail("the pipeline error should propagate")
     assert n == 7 and size == (VW, VH)
     lines = (tmp_path / "out" / "clip.jsonl").read_text().splitlines()
     assert [json.loads(x)["frame"] for x in lines] == list(range(7))
