@@ -196,7 +196,7 @@ def mesh_arrays(hand: Hand, faces: np.ndarray, *, camera_space: bool = True) -> 
     v = np.asarray(hand.vertices, np.float64)
     if camera_space:
         v = v + np.asarray(hand.cam_t, np.float64)
-    f = np.asarray(faces, np.int32)
+    f = np.asarray(faces(True) if callable(faces) else faces, np.int32)
     if f.ndim != 2 or f.shape[1] != 3 or (len(f) and (f.min() < 0 or f.max() >= len(v))):
         raise ValueError(f"faces must be (F, 3) vertex indices below {len(v)}, got shape {f.shape}")
     return v.astype(np.float32), (f if hand.is_right else f[:, [0, 2, 1]])
@@ -267,6 +267,7 @@ def write_glb(
     hands blue. Coordinates are glTF's (x, −y, −z of the camera frame), metres.
     """
     frames = [list(f) for f in frames]
+    faces = faces(True) if callable(faces) else faces
     if times is None:
         times = [i / fps for i in range(len(frames))]
     if len(times) != len(frames):
@@ -364,6 +365,7 @@ def export_hands(
     meshes = [f for f in formats if f in ("obj", "ply", "glb")]
     if meshes and faces is None:
         raise ValueError(f"{'/'.join(meshes)} export needs the MANO faces")
+    faces = faces(True) if callable(faces) else faces
     out = ensure_dir(out_dir)
     written = []
     if "json" in formats:

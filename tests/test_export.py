@@ -147,7 +147,7 @@ def test_glb_single_and_clip(tmp_path):
     hands = _hands()
     doc, acc = read_glb(export.write_glb(tmp_path / "one.glb", [hands], faces()))
     assert len(doc["nodes"]) == 2 and "animations" not in doc
-    for node, hand in zip(doc["nodes"], hands):
+    for node, hand in zip(doc["nodes"], hands, strict=True):
         prim = doc["meshes"][node["mesh"]]["primitives"][0]
         pos = acc(prim["attributes"]["POSITION"])
         np.testing.assert_allclose(pos, _camera_mesh(hand) * [1, -1, -1], rtol=1e-6, atol=2e-6)

@@ -323,6 +323,15 @@ def test_draw_hands_leaves_input_alone_and_handles_edge_cases():
     draw_hands(img, [behind], faces())  # behind the camera: nothing to see, no crash
     off = make_hand(True, centre=(-2000.0, 100.0))
     np.testing.assert_array_equal(draw_hands(img, [off], faces(), skeleton=False, boxes=False), img)
+    class Pipe:
+        def faces(self, is_right=True):
+            return faces()
+
+    np.testing.assert_array_equal(draw_hands(img, [off], Pipe().faces), draw_hands(img, [off], faces()))
+    with pytest.raises(ValueError, match="778 vertices"):
+        draw_hands(img, [make_hand(True)], faces() + 1000)
+    with pytest.raises(ValueError, match="integer array"):
+        draw_hands(img, [make_hand(True)], faces().astype(float))
     with pytest.raises(ValueError, match="RGB uint8"):
         draw_hands(img.astype(np.float32), [], faces())
     with pytest.raises(ValueError, match="alpha"):
@@ -333,7 +342,7 @@ def test_render_fast_enough_for_video():
     # Two hands at 1280x720; the budget here is loose (shared CI), the real number is in docs/usage.md.
     size = (1280, 720)
     f = 5000 / 256 * 1280
-    hands = [make_hand(True, (500, 360), 12.0, image_size=size, focal=f), make_hand(False, (780, 360), 12.0, image_size=size, focal=f)]
+    hands = [make_hand(side, (x, 360), 12.0, image_size=size, focal=f) for side, x in [(True, 500), (False, 780)]]
     img = np.zeros((720, 1280, 3), np.uint8)
     draw_hands(img, hands, faces())
     t0 = time.perf_counter()
@@ -353,7 +362,8 @@ def render_example(path: str = "docs/example.png") -> np.ndarray:
         make_hand(False, (420, 350), 6.5, image_size=(w, h), focal=f, curl=0.2, spin=-0.5, confidence=0.91, track_id=1),
     ]
     out = draw_hands(img, hands, faces())
-    cv2.putText(out, "synthetic hand mesh (not MANO data)", (10, h - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (230, 230, 230), 1, cv2.LINE_AA)
+    label = "synthetic hand mesh (not MANO data)"
+    cv2.putText(out, label, (10, h - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (230, 230, 230), 1, cv2.LINE_AA)
     if path:
         cv2.imwrite(path, out[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9])
     return out

@@ -17,9 +17,7 @@ import numpy as np
 from mlx_hands.pipeline.types import Hand
 
 # OpenPose hand order: 0 wrist, then 4 joints per finger (thumb, index, middle, ring, pinky), base to tip.
-BONES = [(0, 1), (1, 2), (2, 3), (3, 4)] + [
-    (a, b) for f in range(1, 5) for a, b in [(0, 4 * f + 1), (4 * f + 1, 4 * f + 2), (4 * f + 2, 4 * f + 3), (4 * f + 3, 4 * f + 4)]
-]
+BONES = [(0 if j == 0 else 4 * f + j, 4 * f + j + 1) for f in range(5) for j in range(4)]  # 20 bones, 4 per finger
 # Per-finger colours (thumb..pinky): warm hues for right hands, cool hues for left hands.
 RIGHT_FINGER_COLORS = [(255, 40, 40), (255, 140, 0), (255, 220, 0), (255, 0, 170), (190, 90, 30)]
 LEFT_FINGER_COLORS = [(0, 110, 255), (0, 210, 255), (0, 210, 110), (150, 80, 255), (40, 150, 150)]
@@ -31,6 +29,16 @@ _LIGHT = np.array([0.3, -0.5, -1.0]) / np.linalg.norm([0.3, -0.5, -1.0])  # towa
 _AMBIENT, _DIFFUSE = 0.3, 0.7
 _NEAR = 1e-3  # metres; triangles with a vertex closer than this (or behind the camera) are skipped
 _MAX_PAIRS = 1 << 21  # candidate (pixel, triangle) pairs per rasterization chunk, bounds memory
+
+
+def right_faces(faces) -> np.ndarray:
+    """MANO's right-hand faces (F, 3) int from an array or from a pipeline's `faces(is_right=True)` method."""
+    if callable(faces):
+        faces = faces(True)
+    f = np.asarray(faces)
+    if f.ndim != 2 or f.shape[1] != 3 or f.dtype.kind not in "iu":
+        raise ValueError(f"faces must be an (F, 3) integer array of vertex indices, got {f.dtype} {f.shape}")
+    return f
 
 
 def oriented_faces(faces: np.ndarray, is_right: bool) -> np.ndarray:
@@ -169,6 +177,8 @@ def _mesh_layers(hands: Sequence[Hand], faces: np.ndarray, image_size: tuple[int
         if hand.vertices is None:
             continue
         v = np.asarray(hand.vertices, np.float64) + np.asarray(hand.cam_t, np.float64)
+        if len(faces) and faces.max() >= len(v):
+            raise ValueError(f"faces index vertex {faces.max()} but the hand has {len(v)} vertices")
         f = oriented_faces(faces, hand.is_right)
         # Back faces are hidden behind front faces of the same (closed but for the wrist) mesh: cull them, as
         # the reference's pyrender overlay does (single-sided material).
@@ -192,7 +202,7 @@ def mesh_depth(hands: Sequence[Hand], faces: np.ndarray, image_size: tuple[int, 
     """Depth map (H, W) in metres of the nearest visible hand surface; inf where no hand is. image_size is (W, H)."""
     w, h = image_size
     out = np.full(h * w, np.inf)
-    layers = _mesh_layers(hands, np.asarray(faces), (w, h))
+    layers = _mesh_layers(hands, right_faces(faces), (w, h))
     if layers is not None:
         tri_xy, tri_z = layers[:2]
         pix, t = rasterize(tri_xy, tri_z, (w, h))
@@ -204,7 +214,7 @@ def render_mesh(image_rgb: np.ndarray, hands: Sequence[Hand], faces: np.ndarray,
     """Blend the shaded MANO meshes of all hands onto a copy of the image, nearest surface per pixel."""
     out = np.array(image_rgb, copy=True)
     h, w = out.shape[:2]
-    layers = _mesh_layers(hands, np.asarray(faces), (w, h))
+    layers = _mesh_layers(hands, right_faces(faces), (w, h))
     if layers is None:
         return out
     tri_xy, tri_z, tri_shade, owner = layers
@@ -277,7 +287,8 @@ def draw_hands(
     alpha: float = 0.6,
 ) -> np.ndarray:
     """Annotated copy of an RGB uint8 image: meshes (if `faces` is given and hands carry vertices), then
-    skeletons, then labelled boxes. `faces` are MANO's right-hand faces (1538, 3); left hands are rewound here."""
+    skeletons, then labelled boxes. `faces` are MANO's right-hand faces (1538, 3) (or `pipe.faces`, the
+    pipeline's method); left hands are rewound here."""
     image_rgb = np.asarray(image_rgb)
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
         raise ValueError(f"draw_hands expects an RGB uint8 image (H, W, 3), got {image_rgb.dtype} {image_rgb.shape}")
