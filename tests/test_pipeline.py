@@ -199,7 +199,7 @@ def test_intrinsics_principal_point():
     np.testing.assert_allclose(ref[0, 0], 2 * (300 - 640) / (400 * 6.0 + 1e-9))
 
 
-def test_hand_to_dict_is_json_ready(golden):
+def test_hand_json_is_json_ready(golden):
     import json
 
     centers, sizes = preprocess.crop_boxes(golden["boxes"][:1])
@@ -209,7 +209,9 @@ def test_hand_to_dict_is_json_ready(golden):
         keypoints_3d=golden["in_pred_keypoints_3d"][:1], global_orient=golden["in_global_orient"][:1],
         hand_pose=golden["in_hand_pose"][:1], betas=golden["in_betas"][:1],
     )
-    d = json.loads(json.dumps(postprocess.hand_to_dict(hands[0])))
+    from mlx_hands.export import to_json_dict
+
+    d = json.loads(json.dumps(to_json_dict(hands[0])))
     assert d["side"] == "right" and len(d["keypoints_2d"]) == 21 and len(d["hand_pose"]) == 15
     assert "vertices" not in d and d["confidence"] == pytest.approx(0.9)
 

@@ -4,7 +4,7 @@
     mlx-hands predict photos/ clip.mp4 --out results/ --model ./wilor-mlx --focal-length 1400
 
 Per image: `<out>/<stem>.json` with the image size, the model identity and settings, the units of each field,
-per-stage timings, and the hands (every field of `Hand`, see postprocess.HAND_UNITS). Videos go to
+per-stage timings, and the hands (every field of `Hand`, see export.UNITS). Videos go to
 mlx_hands.pipeline.video. A file that cannot be read is reported and skipped; the exit status is then 1.
 """
 
@@ -102,14 +102,14 @@ def summary_line(name: str, hands, seconds: float) -> str:
 
 
 def image_result(path: Path, image_wh, hands, pipe, timings: dict) -> dict:
-    from ..pipeline.postprocess import HAND_UNITS, hand_to_dict
+    from ..export import results_dict
 
-    return {
-        "image": str(path),
-        "width": int(image_wh[0]),
-        "height": int(image_wh[1]),
-        "model": dict(getattr(pipe, "info", {}) or {}),
-        "settings": {
+    return results_dict(
+        hands,
+        image_size=image_wh,
+        source=path,
+        model=dict(getattr(pipe, "info", {}) or {}),
+        settings={
             "conf": pipe.conf,
             "iou": pipe.iou,
             "max_det": pipe.max_det,
@@ -117,10 +117,8 @@ def image_result(path: Path, image_wh, hands, pipe, timings: dict) -> dict:
             "focal_length_crop": pipe.focal_length,
             "focal_length_px": pipe.focal_length_px,
         },
-        "units": HAND_UNITS,
-        "timings_ms": {k: round(v * 1000, 3) for k, v in timings.items()},
-        "hands": [hand_to_dict(h) for h in hands],
-    }
+        timings_ms={k: round(v * 1000, 3) for k, v in timings.items()},
+    )
 
 
 def _process_video(pipe, path: Path, out: Path, include_vertices: bool) -> None:
