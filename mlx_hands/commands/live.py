@@ -16,6 +16,8 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from . import add_model_arguments
+
 WINDOW = "mlx-hands live (q to quit)"
 
 _INSTALL_GUI = (
@@ -49,13 +51,7 @@ def add_parser(sub, help_text: str) -> argparse.ArgumentParser:
         "Detect and track hands in a webcam stream and show meshes, skeletons and track ids in a window. "
         "Needs OpenCV with GUI support (opencv-python) and a display. q or Esc quits."))
     p.add_argument("--camera", type=int, default=0, help="camera index (default 0)")
-    p.add_argument("--model", default=None,
-                   help="converted model folder, folder of original files or Hub repo id (default warmshao/WiLoR-mini)")
-    p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
-    p.add_argument("--mano", default=None, help="MANO_RIGHT.pkl or mano.safetensors, if not in the model folder")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
-                   help="compute dtype (default: as stored)")
-    p.add_argument("--conf", type=float, default=0.3, help="detector confidence threshold (default 0.3)")
+    add_model_arguments(p)
     p.add_argument("--no-mesh", action="store_true", help="draw skeletons and boxes only (faster)")
     p.add_argument("--no-smooth", action="store_true", help="no temporal smoothing (track ids are still kept)")
     p.add_argument("--min-cutoff", type=float, default=1.0, help="One Euro min cutoff, Hz (default 1.0; lower = steadier)")

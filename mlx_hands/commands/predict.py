@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from . import add_model_arguments
+
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 
 
@@ -27,13 +29,7 @@ def add_parser(sub, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER_OR_VIDEO",
                    help="image files, folders (their images, sorted; not recursive) or videos (" + ", ".join(VIDEO_SUFFIXES) + ")")
     p.add_argument("-o", "--out", "--output", dest="out", required=True, help="output folder")
-    p.add_argument("--model", default=None,
-                   help="converted model folder, folder of original files or Hub repo id (default warmshao/WiLoR-mini)")
-    p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
-    p.add_argument("--mano", default=None, help="MANO_RIGHT.pkl or mano.safetensors, if not in the model folder")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
-                   help="compute dtype (default: as stored)")
-    p.add_argument("--conf", type=float, default=0.3, help="detector confidence threshold (default 0.3)")
+    add_model_arguments(p)
     p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold, per class (default 0.7)")
     p.add_argument("--max-det", type=int, default=300, help="at most this many hands per image (default 300)")
     p.add_argument("--imgsz", type=int, default=None, help="detector input size (default: the checkpoint's)")
