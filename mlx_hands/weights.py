@@ -1,10 +1,13 @@
 """The canonical checkpoint directory: config.json + model.safetensors (+ mano.safetensors).
 
-    config.json        {"format_version": 1, "dtype": ..., "wilor": {...}, "detector": {...}?, "source": {...}}
+    config.json        {"format_version": 1, "dtype": ..., "wilor": {...}, "detector": {...}?, "source": {...},
+                        "quantization": {"group_size": 64, "bits": 4, "mode": "affine", ...}?}
     model.safetensors  MLX layout, keys prefixed "wilor." and "detector.", metadata {"format": "mlx"}
     mano.safetensors   the user's MANO_RIGHT.pkl, converted locally (never bundled)
 
-Loading is strict: no renaming, missing or extra keys raise.
+Loading is strict: no renaming, missing or extra keys raise. "dtype" is the float dtype of the stored
+weights; "quantization" (see mlx_hands.quantize) describes the WiLoR network's quantized linears,
+which are rebuilt before the strict load.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from .config import DetectorConfig, WiLoRConfig
+from .quantize import apply_quantization, parse_quantize, quantization_config, quantize_model
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +55,11 @@ def save_model(
     detector_config: DetectorConfig | None = None,
     dtype: str = "float32",
     source: dict | None = None,
+    quantization: dict | None = None,
 ) -> Path:
+    """Write a converted directory. Arrays may be numpy or mlx (quantized WiLoR arrays must be mlx or
+    numpy uint32 as nn.QuantizedLinear holds them); floats are cast to `dtype`. `quantization` is the
+    entry mlx_hands.quantize.quantize_model returned, recorded in config.json."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     path = Path(path)
@@ -63,6 +71,8 @@ def save_model(
     config = {"format_version": FORMAT_VERSION, "dtype": dtype, "source": source or {}}
     if wilor is not None:
         config["wilor"] = (wilor_config or WiLoRConfig()).to_dict()
+        if quantization:
+            config["quantization"] = quantization
     if detector is not None:
         config["detector"] = (detector_config or DetectorConfig()).to_dict()
     # write to temporary names first so an interrupted conversion never leaves a half-written model
@@ -105,7 +115,8 @@ def load_arrays_np(path: str | Path, prefix: str) -> dict[str, np.ndarray]:
             for k, v in _load_arrays(Path(path), prefix).items()}
 
 
-def load_weights_strict(model, arrays: dict[str, mx.array], source: str) -> None:
+def check_weights(model, arrays: dict, source: str) -> None:
+    """Raise ValueError naming the missing, unexpected and mis-shaped tensors, if any."""
     expected = parameter_shapes(model)
     missing = sorted(set(expected) - set(arrays))
     extra = sorted(set(arrays) - set(expected))
@@ -113,6 +124,9 @@ def load_weights_strict(model, arrays: dict[str, mx.array], source: str) -> None
            and tuple(arrays[k].shape) != expected[k]]
     if missing or extra or bad:
         parts = []
+        if any(k.endswith(".scales") for k in missing + extra):
+            where = "the file" if any(k.endswith(".scales") for k in extra) else "the model"
+            parts.append(f"{where} is quantized and the other is not, or at other layers")
         if missing:
             parts.append(f"missing {len(missing)} tensors (e.g. {', '.join(missing[:5])})")
         if extra:
@@ -120,34 +134,111 @@ def load_weights_strict(model, arrays: dict[str, mx.array], source: str) -> None
         if bad:
             parts.append("mis-shaped: " + "; ".join(bad[:5]))
         raise ValueError(f"{source} does not match the model: " + ", ".join(parts))
+
+
+def load_weights_strict(model, arrays: dict[str, mx.array], source: str) -> None:
+    check_weights(model, arrays, source)
     model.load_weights(list(arrays.items()), strict=True)
 
 
-def load_wilor(path: str | Path, *, mano_path: str | Path | None = None, dtype: str | None = None):
-    """Load WiLoR from a converted directory. MANO from `mano_path` or the directory's mano.safetensors."""
-    from .convert.mano import load_mano
+def build_wilor(config: WiLoRConfig, arrays: dict[str, mx.array], quantization: dict | None, source: str):
+    """WiLoR(config) with `arrays` loaded strictly; quantized layers are rebuilt first (mlx_hands.quantize)."""
     from .models.wilor import WiLoR
 
-    path = Path(path)
-    config = load_config(path)
-    if "wilor" not in config:
-        raise ValueError(f"{path} holds no WiLoR weights (config.json has no 'wilor' entry)")
-    model = WiLoR(WiLoRConfig.from_dict(config["wilor"]))
-    load_weights_strict(model, _load_arrays(path, "wilor."), f"{path / MODEL_FILE}")
+    model = WiLoR(config)
+    apply_quantization(model, arrays, quantization, source)
+    load_weights_strict(model, arrays, source)
+    return model
+
+
+def set_precision(model, dtype: str | None = None, quantize=None, source: str = "the model") -> None:
+    """Cast the float weights to `dtype`, then quantize (mlx_hands.quantize.parse_quantize forms).
+
+    Asking a quantized model for the quantization it already has is a no-op; other settings raise.
+    """
     if dtype is not None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         model.set_dtype(DTYPES[dtype])
+    q = parse_quantize(quantize)
+    if q is None:
+        return
+    have = quantization_config(model)
+    if have is not None:
+        if not q.get("overrides") and all(have[k] == q[k] for k in ("bits", "group_size", "mode")):
+            return
+        raise ValueError(f"{source} is already quantized ({have['bits']}-bit, group size {have['group_size']}); "
+                         f"it cannot be re-quantized to {q['bits']}-bit, group size {q['group_size']}: load a float "
+                         f"model with quantize=, or a directory written with those settings")
+    quantize_model(model, q["bits"], q["group_size"], mode=q["mode"], overrides=q.get("overrides"))
+
+
+def load_wilor(path: str | Path, *, mano_path: str | Path | None = None, dtype: str | None = None, quantize=None):
+    """Load WiLoR from a converted directory. MANO from `mano_path` or the directory's mano.safetensors.
+
+    The stored precision (float dtype, quantization) is read from config.json; dtype= casts the float
+    weights and quantize= (4, 8 or {"bits", "group_size"}) quantizes a float model after loading.
+    """
+    path = Path(path)
+    config = load_config(path)
+    if "wilor" not in config:
+        raise ValueError(f"{path} holds no WiLoR weights (config.json has no 'wilor' entry)")
+    source = f"{path / MODEL_FILE}"
+    model = build_wilor(WiLoRConfig.from_dict(config["wilor"]), _load_arrays(path, "wilor."),
+                        config.get("quantization"), source)
+    set_precision(model, dtype, quantize, source)
     mano_file = Path(mano_path) if mano_path is not None else path / MANO_FILE
     if not mano_file.is_file():
         raise FileNotFoundError(
             f"MANO model not found at {mano_file}. MANO is licensed separately and never bundled: get "
             f"MANO_RIGHT.pkl from https://mano.is.tue.mpg.de and convert it with "
             f"`mlx-hands convert --mano MANO_RIGHT.pkl -o {path}`, or pass mano_path=")
-    mano = load_mano(mano_file) if mano_file.suffix == ".safetensors" else _read_mano_any(mano_file)
+    model.mano.set_data(read_mano_file(mano_file))
+    mx.eval(model.parameters())
+    return model
+
+
+def load_seed_wilor(path: str | Path, *, mano_path: str | Path | None = None, dtype: str | None = None,
+                    quantize=None, config: WiLoRConfig | None = None):
+    """Load the seed project's weights (lyonsno/wilor-mlx: wilor-mlx.safetensors, wilor-mlx-int4.safetensors).
+
+    Their layout is renamed in memory (mlx_hands.convert.seed); sizes are read from the tensors, the rest
+    of the configuration (head count) comes from `config` (default: the released model's). MANO comes
+    from `mano_path` (MANO_RIGHT.pkl, mano.safetensors, or wilor-mlx's own mano.npz), or from the file
+    itself if it carries a complete MANO model.
+    """
+    from .convert.seed import seed_mano, split_seed
+    from .convert.wilor import infer_config
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"wilor-mlx weights not found: {path}")
+    try:
+        arrays = mx.load(str(path))
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({e})") from None
+    wilor, mano_raw = split_seed(arrays, str(path))
+    model = build_wilor(infer_config(wilor, config or WiLoRConfig()), wilor, None, str(path))
+    set_precision(model, dtype, quantize, str(path))
+    if mano_path is not None:
+        mano = read_mano_file(Path(mano_path))
+    else:
+        mano = seed_mano(mano_raw, str(path))
+        if mano is None:
+            raise FileNotFoundError(
+                f"{path.name} carries no MANO model (MANO is licensed separately): pass mano_path= with your "
+                f"MANO_RIGHT.pkl from https://mano.is.tue.mpg.de, a converted mano.safetensors, or the "
+                f"mano.npz that wilor-mlx cached (~/.cache/wilor-mlx/mano.npz)")
     model.mano.set_data(mano)
     mx.eval(model.parameters())
     return model
+
+
+def read_mano_file(path: Path) -> dict:
+    """Canonical MANO arrays from mano.safetensors, MANO_RIGHT.pkl or an .npz (see convert.mano)."""
+    from .convert.mano import load_mano
+
+    return load_mano(path) if Path(path).suffix == ".safetensors" else _read_mano_any(Path(path))
 
 
 def _read_mano_any(path: Path) -> dict:

@@ -10,23 +10,42 @@ def add_parser(sub, help_text: str) -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help=help_text, description=(
         "Convert wilor_final.ckpt, mano_mean_params.npz, detector.pt and MANO_RIGHT.pkl (a folder holding them, "
         "e.g. WiLoR-mini's pretrained_models/, and/or explicit files) into config.json + model.safetensors + "
-        "mano.safetensors. Needs neither torch nor chumpy."))
-    p.add_argument("src", nargs="?", help="folder with the original files")
+        "mano.safetensors. Needs neither torch nor chumpy. SRC may also be the seed project's "
+        "wilor-mlx.safetensors or wilor-mlx-int4.safetensors (give --mano unless the file carries MANO)."))
+    p.add_argument("src", nargs="?", help="folder with the original files, or a wilor-mlx .safetensors file")
     p.add_argument("-o", "--output", dest="dst", required=True, help="output folder")
     p.add_argument("--checkpoint", help="wilor_final.ckpt")
     p.add_argument("--mean-params", help="mano_mean_params.npz")
     p.add_argument("--mano", help="MANO_RIGHT.pkl (converted on this machine; never redistributed)")
     p.add_argument("--detector", help="detector.pt (ultralytics YOLOv8-pose hand detector)")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                   help="float dtype of the stored weights (default float32)")
+    add_quantization_args(p)
     p.set_defaults(func=run)
     return p
+
+
+def add_quantization_args(p: argparse.ArgumentParser) -> None:
+    """mlx-lm's flags: -q/--quantize, --q-bits, --q-group-size (either of the last two implies -q)."""
+    p.add_argument("-q", "--quantize", action="store_true",
+                   help="quantize the ViT's transformer linears (MLX affine quantization; default 4-bit, group 64)")
+    p.add_argument("--q-bits", type=int, choices=[4, 8], help="bits per weight (default 4; implies -q)")
+    p.add_argument("--q-group-size", type=int, choices=[32, 64, 128],
+                   help="weights sharing one scale and bias (default 64; implies -q)")
+
+
+def quantization_args(args) -> tuple[int | None, int]:
+    """(q_bits or None, q_group_size) from add_quantization_args' flags."""
+    on = args.quantize or args.q_bits is not None or args.q_group_size is not None
+    return (args.q_bits or 4) if on else None, args.q_group_size or 64
 
 
 def run(args) -> int:
     from ..convert import convert
 
+    q_bits, q_group_size = quantization_args(args)
     dst = convert(args.src, args.dst, checkpoint=args.checkpoint, mean_params=args.mean_params, mano=args.mano,
-                  detector=args.detector, dtype=args.dtype)
+                  detector=args.detector, dtype=args.dtype, q_bits=q_bits, q_group_size=q_group_size)
     files = ", ".join(sorted(f.name for f in Path(dst).iterdir() if f.is_file()))
     print(f"wrote {dst}: {files}")
     return 0

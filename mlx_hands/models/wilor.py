@@ -68,13 +68,25 @@ class WiLoR(nn.Module):
         self.eval()  # BatchNorm uses its running statistics
 
     @classmethod
-    def from_pretrained(cls, path_or_repo=None, *, mano_path=None, dtype: str | None = None, revision=None) -> "WiLoR":
+    def from_pretrained(cls, path_or_repo=None, *, mano_path=None, dtype: str | None = None, revision=None,
+                        quantize=None) -> "WiLoR":
         """Load a converted directory, a folder of original files, or a Hub repository (default
-        warmshao/WiLoR-mini: downloaded and converted once; see mlx_hands.hub)."""
-        from ..hub import resolve
-        from ..weights import load_wilor
+        warmshao/WiLoR-mini: downloaded and converted once; see mlx_hands.hub).
 
-        return load_wilor(resolve(path_or_repo, revision=revision, detector=False), mano_path=mano_path, dtype=dtype)
+        The seed project's files load too: "BasinShapers/wilor-mlx" (its float32 file), a Hub file such as
+        "BasinShapers/wilor-mlx/wilor-mlx-int4.safetensors", or a local .safetensors path; MANO then comes
+        from mano_path= (see mlx_hands.convert.seed). The stored precision is used as is; dtype= casts the
+        float weights and quantize= (4, 8 or {"bits": 4, "group_size": 64}) quantizes a float model.
+        """
+        from ..convert.seed import find_seed_file
+        from ..hub import resolve
+        from ..weights import load_seed_wilor, load_wilor
+
+        seed = find_seed_file(path_or_repo, revision=revision)
+        if seed is not None:
+            return load_seed_wilor(seed, mano_path=mano_path, dtype=dtype, quantize=quantize)
+        local = resolve(path_or_repo, revision=revision, detector=False)
+        return load_wilor(local, mano_path=mano_path, dtype=dtype, quantize=quantize)
 
     @property
     def faces(self) -> np.ndarray:

@@ -1,0 +1,42 @@
+"""mlx-hands quantize: a converted model -> a quantized and/or lower-precision copy."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .convert import add_quantization_args, quantization_args
+
+
+def add_parser(sub, help_text: str) -> argparse.ArgumentParser:
+    p = sub.add_parser("quantize", help=help_text, description=(
+        "Write a copy of a converted model folder with the ViT's transformer linears quantized "
+        "(MLX affine quantization: 4 or 8 bits, group size 32/64/128) and/or the float weights in another "
+        "dtype. Without --q-bits/--q-group-size/-q the weights are quantized to 4 bits, group 64, unless "
+        "--dtype alone is given with --no-quantize. MANO and the detector are copied (the detector cast to "
+        "--dtype)."))
+    p.add_argument("src", help="converted model folder (config.json + model.safetensors)")
+    p.add_argument("-o", "--output", dest="dst", required=True, help="output folder")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
+                   help="float dtype of the weights that stay in float (default: as stored)")
+    add_quantization_args(p)
+    p.add_argument("--no-quantize", action="store_true", help="only change the float dtype (needs --dtype)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    from ..quantize import quantize_dir
+
+    q_bits, q_group_size = quantization_args(args)
+    if args.no_quantize:
+        if q_bits is not None:
+            raise ValueError("--no-quantize contradicts -q/--q-bits/--q-group-size")
+        if args.dtype is None:
+            raise ValueError("--no-quantize needs --dtype (otherwise there is nothing to change)")
+    elif q_bits is None:
+        q_bits = 4
+    dst = quantize_dir(args.src, args.dst, bits=q_bits, group_size=q_group_size, dtype=args.dtype)
+    size = (Path(dst) / "model.safetensors").stat().st_size / 1e6
+    print(f"wrote {dst} (model.safetensors {size:.1f} MB)")
+    return 0

@@ -1,0 +1,290 @@
+"""Precision variants of WiLoR: MLX affine weight quantization of the ViT's transformer linears.
+
+Quantization is data, as in mlx-lm: `quantize_model` swaps the chosen `nn.Linear` layers for
+`nn.QuantizedLinear` and returns the entry that config.json records,
+
+    "quantization": {"group_size": 64, "bits": 4, "mode": "affine",
+                     "backbone.blocks.31.mlp.fc2": {"group_size": 64, "bits": 8, "mode": "affine"}}
+
+(layer paths relative to the WiLoR network; per-layer entries only where a layer differs from the
+default). Loading rebuilds the same structure before the strict load: a layer is quantized when
+`f"{path}.scales"` is among the weights, with bits and group size read from the tensor shapes and
+checked against that entry (`apply_quantization`).
+
+What is quantized: the four linears of each transformer block (qkv, proj, fc1, fc2), 97% of the
+weights. The patch embedding, token embeddings, decoders, RefineNet, norms and MANO stay in float:
+they are small, and the decoders map features straight to pose, shape and camera.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+log = logging.getLogger(__name__)
+
+BITS = (4, 8)
+GROUP_SIZES = (32, 64, 128)
+MODE = "affine"
+DEFAULT_BITS, DEFAULT_GROUP_SIZE = 4, 64
+# bit widths MLX's affine kernels accept, for reading files written elsewhere (e.g. the seed project's)
+_READABLE_BITS = (2, 3, 4, 5, 6, 8)
+_BLOCK_LINEAR = re.compile(r"backbone\.blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)")
+_SETTINGS = ("group_size", "bits", "mode")
+
+
+def check_settings(bits: int, group_size: int, mode: str = MODE) -> None:
+    """Raise ValueError unless (bits, group_size, mode) is a supported combination."""
+    if mode != MODE:
+        raise ValueError(f"quantization mode must be {MODE!r}, got {mode!r}")
+    if isinstance(bits, bool) or bits not in BITS:
+        raise ValueError(f"quantization bits must be one of {list(BITS)}, got {bits!r}")
+    if isinstance(group_size, bool) or group_size not in GROUP_SIZES:
+        raise ValueError(f"quantization group size must be one of {list(GROUP_SIZES)}, got {group_size!r}")
+
+
+def parse_quantize(quantize) -> dict | None:
+    """`quantize=` as users pass it -> {"bits", "group_size", "mode"} or None.
+
+    Accepts None/False, True (4-bit, group 64), a bit width (4 or 8) or a dict with "bits" and
+    optionally "group_size" and "mode" (also the per-layer "overrides" of quantize_model).
+    """
+    if quantize is None or quantize is False:
+        return None
+    if quantize is True:
+        q = {"bits": DEFAULT_BITS}
+    elif isinstance(quantize, int):
+        q = {"bits": quantize}
+    elif isinstance(quantize, dict):
+        unknown = set(quantize) - {"bits", "group_size", "mode", "overrides"}
+        if unknown:
+            raise ValueError(f"quantize: unknown keys {sorted(unknown)}; expected bits, group_size, mode, overrides")
+        q = dict(quantize)
+    else:
+        raise ValueError(f"quantize must be None, True, 4, 8 or a dict with 'bits' and 'group_size', got {quantize!r}")
+    q.setdefault("bits", DEFAULT_BITS)
+    q.setdefault("group_size", DEFAULT_GROUP_SIZE)
+    q.setdefault("mode", MODE)
+    check_settings(q["bits"], q["group_size"], q["mode"])
+    return q
+
+
+def is_quantizable(path: str, module: nn.Module, group_size: int) -> bool:
+    """The default policy: transformer-block linears whose input width divides into groups."""
+    return (isinstance(module, nn.Linear) and _BLOCK_LINEAR.fullmatch(path) is not None
+            and module.weight.shape[1] % group_size == 0)
+
+
+def quantized_layers(model: nn.Module) -> dict[str, dict]:
+    """Path -> {"group_size", "bits", "mode"} of every quantized linear in `model`."""
+    return {path: {"group_size": m.group_size, "bits": m.bits, "mode": m.mode}
+            for path, m in model.named_modules() if isinstance(m, nn.QuantizedLinear)}
+
+
+def quantization_config(model: nn.Module) -> dict | None:
+    """The config.json entry describing `model`'s quantization (None if it has none): the most common
+    setting as the default, the other layers listed by path."""
+    layers = quantized_layers(model)
+    if not layers:
+        return None
+    common = Counter(tuple(s[k] for k in _SETTINGS) for s in layers.values()).most_common(1)[0][0]
+    entry = dict(zip(_SETTINGS, common))
+    for path in sorted(layers):
+        if tuple(layers[path][k] for k in _SETTINGS) != common:
+            entry[path] = layers[path]
+    return entry
+
+
+def quantize_model(
+    model: nn.Module,
+    bits: int = DEFAULT_BITS,
+    group_size: int = DEFAULT_GROUP_SIZE,
+    *,
+    mode: str = MODE,
+    overrides: dict[str, dict | bool] | None = None,
+) -> dict:
+    """Quantize `model`'s transformer-block linears in place; return the config.json entry.
+
+    overrides: layer path -> {"bits": 8, "group_size": 64} to keep a layer at other settings, or
+    False to keep it in float. The non-quantized weights keep their dtype (cast the model first with
+    `model.set_dtype` for a float16/bfloat16 remainder, as mlx-lm does).
+    """
+    check_settings(bits, group_size, mode)
+    existing = quantization_config(model)
+    if existing is not None:
+        raise ValueError(f"the model is already quantized ({_describe(existing)}); quantize a float model instead "
+                         f"(load it from a float checkpoint)")
+    overrides = dict(overrides or {})
+    for path, o in overrides.items():
+        if isinstance(o, dict):
+            check_settings(o.get("bits", bits), o.get("group_size", group_size), o.get("mode", mode))
+        elif o is not False:
+            raise ValueError(f"overrides[{path!r}] must be a dict of settings or False, got {o!r}")
+    modules = dict(model.named_modules())
+    unknown = [p for p in overrides if not isinstance(modules.get(p), nn.Linear)]
+    if unknown:
+        raise ValueError(f"overrides name no linear layer of the model: {unknown[:5]}")
+
+    def predicate(path: str, module: nn.Module):
+        o = overrides.get(path)
+        if o is False:
+            return False
+        if isinstance(o, dict):
+            s = {"group_size": group_size, "bits": bits, "mode": mode, **o}
+            if module.weight.shape[1] % s["group_size"]:
+                raise ValueError(f"{path}: input width {module.weight.shape[1]} is not a multiple of group size "
+                                 f"{s['group_size']}")
+            return s
+        if is_quantizable(path, module, group_size):
+            return {"group_size": group_size, "bits": bits, "mode": mode}
+        return False
+
+    nn.quantize(model, class_predicate=predicate)
+    entry = quantization_config(model)
+    if entry is None:
+        raise ValueError(f"no layer of the model can be quantized with group size {group_size}")
+    log.info("quantized %d layers (%s)", len(quantized_layers(model)), _describe(entry))
+    return entry
+
+
+def _describe(entry: dict) -> str:
+    extra = sum(1 for k in entry if k not in _SETTINGS)
+    more = f", {extra} layers at other settings" if extra else ""
+    return f"{entry['bits']}-bit, group size {entry['group_size']}, {entry.get('mode', MODE)}{more}"
+
+
+def _natural(path: str) -> list:
+    return [int(t) if t.isdigit() else t for t in path.split(".")]
+
+
+def layer_settings(entry: dict | None, path: str) -> dict | None:
+    """The settings that `entry` (a config.json quantization entry) gives the layer at `path`."""
+    if not entry:
+        return None
+    s = entry.get(path, {k: entry[k] for k in _SETTINGS if k in entry})
+    return None if s is False else {"mode": MODE, **s}
+
+
+def infer_layer(path: str, in_dims: int, weight_shape, scales_shape, source: str) -> dict:
+    """Bits and group size of a quantized linear from its packed weight (out, in * bits / 32) and
+    scales (out, in / group_size), given the float layer's input width."""
+    packed, groups = weight_shape[-1], scales_shape[-1]
+    bits, rem = divmod(packed * 32, in_dims)
+    if rem or bits not in _READABLE_BITS or not groups or in_dims % groups or len(scales_shape) != 2 \
+            or scales_shape[0] != weight_shape[0]:
+        raise ValueError(f"{source}: {path} has quantized weight {tuple(weight_shape)} and scales "
+                         f"{tuple(scales_shape)}, which fit no bit width and group size for a layer with "
+                         f"{in_dims} inputs (the file belongs to another model configuration)")
+    return {"group_size": in_dims // groups, "bits": bits, "mode": MODE}
+
+
+def apply_quantization(model: nn.Module, weights: dict, quantization: dict | None, source: str) -> dict | None:
+    """Rebuild the quantized structure that `weights` were saved from (before a strict load).
+
+    A linear is quantized when f"{path}.scales" is in `weights`; its bits and group size come from
+    the shapes and must agree with `quantization` (the config.json entry, None for files that carry
+    no config). Returns the entry describing the rebuilt model.
+    """
+    if quantization:
+        mode = quantization.get("mode", MODE)
+        if mode != MODE:
+            raise ValueError(f"{source}: quantization mode {mode!r} is not supported (expected {MODE!r})")
+    plan = {}
+    for path, m in sorted(model.named_modules(), key=lambda pm: _natural(pm[0])):
+        if f"{path}.scales" not in weights:
+            continue
+        if not isinstance(m, nn.Linear):
+            raise ValueError(f"{source}: {path} carries quantization scales but is not a linear layer")
+        w = weights.get(f"{path}.weight")
+        if w is None:
+            raise ValueError(f"{source}: {path}.scales without {path}.weight")
+        found = infer_layer(path, m.weight.shape[1], w.shape, weights[f"{path}.scales"].shape, source)
+        want = layer_settings(quantization, path)
+        if quantization and want != found:
+            said = "float" if want is None else f"{want['bits']}-bit with group size {want['group_size']}"
+            raise ValueError(f"{source}: {path} is stored {found['bits']}-bit with group size {found['group_size']}, "
+                             f"but config.json says {said} (the weights and config.json do not belong together)")
+        plan[path] = found
+    if quantization and not plan:
+        raise ValueError(f"{source}: config.json says the model is quantized ({_describe(quantization)}) but the "
+                         f"weights carry no quantization scales")
+    if plan:
+        nn.quantize(model, class_predicate=lambda p, m: plan.get(p, False))
+    return quantization_config(model)
+
+
+def inspect_arrays(arrays: dict, config, source: str) -> dict | None:
+    """Check WiLoR arrays (numpy or mlx, float or quantized) against WiLoR(config) by name and shape;
+    return their quantization entry (None for float weights). Nothing is computed."""
+    from .models.wilor import WiLoR
+    from .weights import check_weights
+
+    model = WiLoR(config)
+    entry = apply_quantization(model, arrays, None, source)
+    check_weights(model, arrays, source)
+    return entry
+
+
+def quantize_dir(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    bits: int | None = DEFAULT_BITS,
+    group_size: int = DEFAULT_GROUP_SIZE,
+    dtype: str | None = None,
+    overrides: dict | None = None,
+) -> Path:
+    """Write a quantized (bits 4/8) and/or re-typed (dtype) copy of the converted model at `src` to `dst`.
+
+    bits=None only changes the float dtype. The detector (if any) is copied, cast to `dtype`; MANO is
+    copied as is (it stays on this machine like the original).
+    """
+    import shutil
+
+    from .config import DetectorConfig, WiLoRConfig
+    from .weights import DTYPES, MANO_FILE, _load_arrays, build_wilor, load_config, save_model
+
+    src, dst = Path(src), Path(dst)
+    if bits is None and dtype is None:
+        raise ValueError("nothing to do: give bits (4 or 8) and/or a dtype")
+    if bits is not None:
+        check_settings(bits, group_size)
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if src.resolve() == dst.resolve():
+        raise ValueError(f"the output folder must differ from the input folder ({src})")
+    config = load_config(src)
+    if "wilor" not in config:
+        raise ValueError(f"{src} holds no WiLoR weights (config.json has no 'wilor' entry)")
+    model = build_wilor(WiLoRConfig.from_dict(config["wilor"]), _load_arrays(src, "wilor."),
+                        config.get("quantization"), str(src))
+    out_dtype = dtype or config.get("dtype", "float32")
+    model.set_dtype(DTYPES[out_dtype])
+    entry = quantization_config(model)
+    if bits is not None:
+        entry = quantize_model(model, bits, group_size, overrides=overrides)
+    det = _load_arrays(src, "detector.") if "detector" in config else None
+    save_model(dst, wilor=dict(tree_flatten(model.parameters())), wilor_config=model.config,
+               detector=det, detector_config=DetectorConfig.from_dict(config["detector"]) if det else None,
+               dtype=out_dtype, quantization=entry,
+               source=dict(config.get("source") or {}, derived_from=str(src)))
+    if (src / MANO_FILE).is_file():
+        shutil.copyfile(src / MANO_FILE, dst / MANO_FILE)
+    return dst
+
+
+def quantize_arrays(arrays: dict, config, bits: int, group_size: int, dtype: str = "float32",
+                    overrides: dict | None = None) -> tuple[dict[str, mx.array], dict]:
+    """Float WiLoR arrays (numpy or mlx) -> (quantized arrays, config entry), for `convert`."""
+    from .weights import DTYPES, build_wilor
+
+    model = build_wilor(config, {k: mx.array(v) for k, v in arrays.items()}, None, "convert")
+    model.set_dtype(DTYPES[dtype])
+    entry = quantize_model(model, bits, group_size, overrides=overrides)
+    return dict(tree_flatten(model.parameters())), entry
