@@ -69,7 +69,12 @@ def stub_torchvision():
     tv.ops = types.ModuleType("torchvision.ops")
     tv.ops.nms = nms
     tv.transforms = types.ModuleType("torchvision.transforms")
-    tv.transforms.__getattr__ = lambda name: _Any()
+    def _module_getattr(name):
+        if name.startswith("__"):  # __file__, __path__ ...: inspect and importlib probe these
+            raise AttributeError(name)
+        return _Any()
+
+    tv.transforms.__getattr__ = _module_getattr
     tv.datasets = types.ModuleType("torchvision.datasets")
     tv.datasets.ImageFolder = ImageFolder
     for mod in (tv, tv.ops, tv.transforms, tv.datasets):
