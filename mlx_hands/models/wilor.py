@@ -58,13 +58,33 @@ def normalize_crops(crops: mx.array, image_size: tuple[int, int], dtype) -> mx.a
     return x.astype(dtype)
 
 
+class _CompiledForward:
+    """The mx.compile'd forward and what it was traced for; a deepcopy starts empty (compiled functions
+    cannot be copied), so a copied model compiles its own on first use."""
+
+    def __init__(self):
+        self.fn = None
+        self.key = None
+
+    def __deepcopy__(self, memo):
+        return _CompiledForward()
+
+
 class WiLoR(nn.Module):
-    def __init__(self, config: WiLoRConfig | None = None):
+    """compile: run the forward through mx.compile (fused elementwise kernels, one graph replay per call
+    instead of Python building ~2000 ops). None (default) compiles on a GPU and not on the CPU, where MLX
+    compiles with the system C++ compiler (tens of seconds per new shape) for little gain. The compiled
+    function reads the module's arrays at every call, so loading weights, set_dtype and quantization are
+    seen; a new batch size or dtype traces once more."""
+
+    def __init__(self, config: WiLoRConfig | None = None, *, compile: bool | None = None):
         super().__init__()
         self.config = config = config or WiLoRConfig()
         self.backbone = ViT(config.vit)
         self.refine_net = RefineNet(config.refine_net, config.vit.num_hand_joints + 1, config.vit.num_betas)
         self.mano = MANO(config.mano)
+        self.compile = compile
+        self._compiled = _CompiledForward()
         self.eval()  # BatchNorm uses its running statistics
 
     @classmethod
@@ -117,15 +137,23 @@ class WiLoR(nn.Module):
         """
         self.check_crops(crops)
         F = self.config.focal_length if focal_length is None else focal_length
+        if self._use_compile():
+            # F enters as an array so that a new focal length does not retrace
+            F = mx.array(F, dtype=mx.float32).reshape(-1, 1)
+            return WiLoROutput(**self._compiled_fn()(crops, F))
         if isinstance(F, mx.array):
             F = F.astype(mx.float32).reshape(-1, 1)
+        return WiLoROutput(**self.forward_arrays(crops, F))
+
+    def forward_arrays(self, crops: mx.array, F) -> dict[str, mx.array]:
+        """The forward pass on checked crops: WiLoROutput's fields as a dict (what mx.compile traces)."""
         x = normalize_crops(crops, self.config.vit.image_size, self.dtype)
         vit = self.backbone(x)
         temp = self.mano(vit.betas, vit.rotmats[:, :1], vit.rotmats[:, 1:])
         ref = self.refine_net(vit.features, temp.vertices, vit.pose_6d, vit.betas, vit.cam, F)
         out = self.mano(ref.betas, ref.rotmats[:, :1], ref.rotmats[:, 1:])
         aa = rotmat_to_axis_angle(ref.rotmats)
-        return WiLoROutput(
+        return dict(
             keypoints_3d=out.joints,
             vertices=out.vertices,
             cam=ref.cam.astype(mx.float32),
@@ -135,3 +163,18 @@ class WiLoR(nn.Module):
             global_orient_rotmat=ref.rotmats[:, :1],
             hand_pose_rotmat=ref.rotmats[:, 1:],
         )
+
+    def _use_compile(self) -> bool:
+        if self.training:
+            return False
+        if self.compile is None:
+            return mx.default_device().type == mx.DeviceType.gpu
+        return bool(self.compile)
+
+    def _compiled_fn(self):
+        # python-level choices the trace bakes in; arrays (weights, MANO buffers) are inputs
+        key = (self.mano.parents,)
+        if self._compiled.fn is None or self._compiled.key != key:
+            self._compiled.fn = mx.compile(self.forward_arrays, inputs=self)
+            self._compiled.key = key
+        return self._compiled.fn

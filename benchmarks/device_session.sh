@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The measurements behind BENCHMARKS.md, as run on a lent GPU machine (MLX's CUDA backend), from the repo root:
+#   bash benchmarks/device_session.sh PHASE      (PHASE: check | profile | variants | matrix | ports | cpu)
+# Expects mlx (+ mlx-cuda) installed, and for the reference comparison a WiLoR-mini checkout and the
+# smplx/roma wheels under .refbench/ (git-ignored; see BENCHMARKS.md). Results go to $OUT (default out/).
+set -uo pipefail
+OUT=${OUT:-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+PY=${PY:-python3}
+REF=.refbench/WiLoR-mini
+PORT=.refbench/wilor-mlx
+phase=${1:?phase}
+log="$OUT/log_${phase}.txt"
+run() { echo "+ $*" | tee -a "$log"; "$@" 2>&1 | tee -a "$log"; }
+
+case "$phase" in
+  check)
+    run nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
+    run $PY -c "import mlx.core as mx; print(mx.__version__, mx.default_device(), mx.device_info())"
+    run timeout 240 $PY -m pytest -q -x tests/test_models.py tests/test_bench.py
+    ;;
+  profile)
+    run timeout 200 $PY benchmarks/profile_model.py -p bfloat16 -b 1 32 --iters 10 --json "$OUT/profile_bf16.json"
+    run timeout 120 $PY benchmarks/profile_model.py -p bfloat16 -b 1 --eager --iters 5 --json "$OUT/profile_bf16_eager.json"
+    run timeout 100 $PY benchmarks/profile_model.py -p float32 -b 1 32 --iters 5 --json "$OUT/profile_fp32.json"
+    ;;
+  variants)
+    for v in "X=1" "MLX_MAX_OPS_PER_BUFFER=1000" "MLX_MAX_OPS_PER_BUFFER=300" "MLX_MAX_OPS_PER_BUFFER=40" "MLX_USE_CUDA_GRAPHS=0"; do
+      echo "== $v" | tee -a "$log"
+      run env $v timeout 90 $PY -m mlx_hands bench -b 1 32 -p bfloat16 --iters 30 --max-seconds 4
+    done
+    ;;
+  matrix)
+    run timeout 560 $PY -m mlx_hands bench --stage all -b 1 8 32 64 -p float32 float16 bfloat16 --hands 1 2 \
+      --reference "$REF" --reference-precision float32 float16 bfloat16 --floors --iters 50 --max-seconds 5 \
+      --json "$OUT/bench_matrix.json"
+    ;;
+  ports)
+    run timeout 250 $PY benchmarks/seed_port.py --port "$PORT" -b 1 8 32 64 -p float32 float16 bfloat16 --iters 30 \
+      --max-seconds 4 --json "$OUT/seed_port.json"
+    run timeout 200 $PY -m mlx_hands bench --eager -b 1 8 32 64 -p float32 bfloat16 --iters 30 --max-seconds 4 \
+      --json "$OUT/bench_eager.json"
+    ;;
+  *) echo "unknown phase $phase"; exit 2 ;;
+esac
