@@ -20,6 +20,17 @@ case "$phase" in
     run $PY -c "import mlx.core as mx; print(mx.__version__, mx.default_device(), mx.device_info())"
     run timeout 240 $PY -m pytest -q -x tests/test_models.py tests/test_bench.py
     ;;
+  parity)
+    run timeout 300 $PY -m pytest -q -x --durations=5 tests/test_models.py
+    ;;
+  ab)
+    run timeout 200 $PY benchmarks/ab.py -p bfloat16 -b 1 64 --iters 30 --max-seconds 3 --json "$OUT/ab_bf16.json"
+    run timeout 100 $PY benchmarks/ab.py -p float32 -b 1 -v default "no fused add+norm" --iters 20 --max-seconds 3 \
+      --json "$OUT/ab_fp32.json"
+    ;;
+  profile2)
+    run timeout 200 $PY benchmarks/profile_model.py -p bfloat16 -b 1 64 --iters 10 --json "$OUT/profile2_bf16.json"
+    ;;
   profile)
     run timeout 200 $PY benchmarks/profile_model.py -p bfloat16 -b 1 32 --iters 10 --json "$OUT/profile_bf16.json"
     run timeout 120 $PY benchmarks/profile_model.py -p bfloat16 -b 1 --eager --iters 5 --json "$OUT/profile_bf16_eager.json"

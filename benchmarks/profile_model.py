@@ -21,10 +21,13 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import mlx.core as mx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mlx_hands.blas import use_system_blas  # noqa: E402
+
+use_system_blas()  # the CPU wheel's BLAS is slow; must precede the first mlx import
+import mlx.core as mx  # noqa: E402
 from mlx_hands import bench  # noqa: E402
 
 GROUPS = [  # (group, regex on the kernel name), first match wins

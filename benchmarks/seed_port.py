@@ -12,10 +12,13 @@ import json
 import sys
 from pathlib import Path
 
-import mlx.core as mx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mlx_hands.blas import use_system_blas  # noqa: E402
+
+use_system_blas()  # the CPU wheel's BLAS is slow; must precede the first mlx import
+import mlx.core as mx  # noqa: E402
 from mlx_hands import bench  # noqa: E402
 
 

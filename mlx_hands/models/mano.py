@@ -39,8 +39,9 @@ class MANO(nn.Module):
         self._lbs_weights = mx.zeros((V, J))
         self.parents: tuple[int, ...] = (-1,) + (0,) * (J - 1)
         self.faces = np.zeros((config.num_faces, 3), np.int32)
-        self._tips = mx.array(config.fingertips)
-        self._joint_map = mx.array(config.joint_map)
+        # output joints in one gather from [16 skeleton joints, V vertices]: joint_map over joints + fingertips
+        J = config.num_joints
+        self._out_index = mx.array([j if j < J else J + config.fingertips[j - J] for j in config.joint_map])
 
     def set_data(self, arrays: dict[str, np.ndarray]) -> None:
         """Load canonical MANO arrays (shapes were checked by convert.mano.load_mano)."""
@@ -62,5 +63,5 @@ class MANO(nn.Module):
             betas.astype(mx.float32), rot_mats, self._v_template, self._shapedirs, self._posedirs,
             self._J_regressor, self.parents, self._lbs_weights,
         )
-        joints = mx.concatenate([joints, verts[:, self._tips]], axis=1)[:, self._joint_map]
+        joints = mx.take(mx.concatenate([joints, verts], axis=1), self._out_index, axis=1)
         return ManoOutput(vertices=verts, joints=joints)

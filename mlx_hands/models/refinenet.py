@@ -47,22 +47,24 @@ def sample_points(feat: mx.array, uv: mx.array) -> mx.array:
 
     feat (B, H, W, C), uv (B, N, 2) in pixels (x right, y down; pixel centres at integers) -> (B, N, C).
     Equals torch grid_sample(align_corners=True, padding_mode="zeros") at grid = uv / (size - 1) * 2 - 1.
+    Coordinates and indices are computed in float32 whatever feat's dtype; the four corners of every
+    point are fetched by one row gather from the flattened map.
     """
     B, H, W, C = feat.shape
     N = uv.shape[1]
-    u, v = uv[..., 0], uv[..., 1]
+    uv = uv.astype(mx.float32)
+    u, v = uv[..., 0:1], uv[..., 1:2]  # (B, N, 1)
     u0, v0 = mx.floor(u), mx.floor(v)
     fu, fv = u - u0, v - v0
-    flat = feat.reshape(B, H * W, C)
-    out = None
-    for du, dv, w in ((0, 0, (1 - fu) * (1 - fv)), (1, 0, fu * (1 - fv)), (0, 1, (1 - fu) * fv), (1, 1, fu * fv)):
-        x, y = u0 + du, v0 + dv
-        valid = (x >= 0) & (x <= W - 1) & (y >= 0) & (y <= H - 1)
-        idx = (mx.clip(y, 0, H - 1) * W + mx.clip(x, 0, W - 1)).astype(mx.int32)
-        g = mx.take_along_axis(flat, mx.broadcast_to(idx[..., None], (B, N, 1)), axis=1)
-        term = g * mx.where(valid, w, 0.0)[..., None].astype(feat.dtype)
-        out = term if out is None else out + term
-    return out
+    dx, dy = mx.array([0.0, 1.0, 0.0, 1.0]), mx.array([0.0, 0.0, 1.0, 1.0])  # corners (0,0) (1,0) (0,1) (1,1)
+    x, y = u0 + dx, v0 + dy  # (B, N, 4)
+    w = mx.where(dx == 0, 1 - fu, fu) * mx.where(dy == 0, 1 - fv, fv)
+    valid = (x >= 0) & (x <= W - 1) & (y >= 0) & (y <= H - 1)
+    w = mx.where(valid, w, 0.0).astype(feat.dtype)[..., None]  # (B, N, 4, 1)
+    idx = (mx.clip(y, 0, H - 1) * W + mx.clip(x, 0, W - 1)).astype(mx.int32)
+    idx = idx + (mx.arange(B, dtype=mx.int32) * (H * W))[:, None, None]
+    g = mx.take(feat.reshape(B * H * W, C), idx.reshape(-1), axis=0).reshape(B, N, 4, C)
+    return g[:, :, 0] * w[:, :, 0] + g[:, :, 1] * w[:, :, 1] + g[:, :, 2] * w[:, :, 2] + g[:, :, 3] * w[:, :, 3]
 
 
 @dataclass
@@ -98,7 +100,7 @@ class RefineNet(nn.Module):
             z = Z + tz
             fs = focal_length / size
             uv = mx.stack([fs * (X + tx) / z, fs * (Y + ty) / z], axis=-1)
-            pooled.append(sample_points(f, uv.astype(f.dtype)).max(axis=1))
+            pooled.append(sample_points(f, uv).max(axis=1))
         h = mx.concatenate(pooled, axis=-1)
         pose_6d = pose_6d + self.dec_pose(h).reshape(pose_6d.shape)
         betas = betas + self.dec_shape(h)

@@ -14,6 +14,7 @@ import mlx.nn as nn
 
 from ..config import ViTConfig
 from .geometry import rot6d_to_rotmat
+from .kernels import add_layer_norm
 
 
 class Attention(nn.Module):
@@ -26,8 +27,12 @@ class Attention(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         B, N, C = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, -1).transpose(2, 0, 3, 1, 4)
-        o = mx.fast.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], scale=self.scale)
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, -1)
+        # q, k, v as strided views into the one qkv buffer: slices, not qkv[i] (an integer index on the
+        # first axis is a gather, i.e. three copies per block). The fused attention reads the views, and
+        # its output comes back laid out as (B, N, heads, D), so the reshape below is free too.
+        q, k, v = (qkv[:, :, i : i + 1].squeeze(2).transpose(0, 2, 1, 3) for i in range(3))
+        o = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale)
         return self.proj(o.transpose(0, 2, 1, 3).reshape(B, N, C))
 
 
@@ -60,8 +65,19 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(3, config.dim, config.patch_size, stride=config.patch_size, padding=config.patch_padding)
 
     def __call__(self, x: mx.array) -> mx.array:
-        x = self.proj(x)  # (B, Hp, Wp, C)
-        return x.reshape(x.shape[0], -1, x.shape[-1])
+        """x (B, H, W, 3) -> patch tokens (B, Hp * Wp, C)."""
+        w = self.proj.weight  # (C, k, k, 3)
+        k, p = w.shape[1], self.proj.padding[0]
+        if self.proj.stride[0] != k:
+            x = self.proj(x)
+            return x.reshape(x.shape[0], -1, x.shape[-1])
+        # stride = kernel: the convolution is one matrix product over non-overlapping patches (a GEMM
+        # instead of a general convolution kernel)
+        B, H, W, c = x.shape
+        hp, wp = (H + 2 * p - k) // k + 1, (W + 2 * p - k) // k + 1
+        x = mx.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))[:, : hp * k, : wp * k]
+        x = x.reshape(B, hp, k, wp, k, c).transpose(0, 1, 3, 2, 4, 5).reshape(B, hp * wp, k * k * c)
+        return mx.addmm(self.proj.bias, x, w.reshape(w.shape[0], -1).T)
 
 
 @dataclass
@@ -94,6 +110,21 @@ class ViT(nn.Module):
         self.decpose = nn.Linear(d, 6)
         self.decshape = nn.Linear(d, config.num_betas)
         self.deccam = nn.Linear(d, 3)
+        # each residual add and the LayerNorm after it as one kernel (models/kernels.py); None: on CUDA only
+        self.fuse_add_norm: bool | None = None
+
+    def blocks_forward(self, x: mx.array) -> mx.array:
+        """The transformer blocks and the last norm. Same arithmetic as Block.__call__ in sequence, arranged
+        so that every residual add meets the LayerNorm that reads it (the next block's norm1, the last norm)."""
+        if not self.blocks:
+            return self.last_norm(x)
+        h = self.blocks[0].norm1(x)
+        for i, blk in enumerate(self.blocks):
+            n2 = blk.norm2
+            x, h = add_layer_norm(x, blk.attn(h), n2.weight, n2.bias, n2.eps, self.fuse_add_norm)
+            nxt = self.blocks[i + 1].norm1 if i + 1 < len(self.blocks) else self.last_norm
+            x, h = add_layer_norm(x, blk.mlp(h), nxt.weight, nxt.bias, nxt.eps, self.fuse_add_norm)
+        return h
 
     def __call__(self, x: mx.array) -> ViTOutput:
         """x (B, H, W, 3) normalised image, (H, W) = config.image_size."""
@@ -111,13 +142,11 @@ class ViT(nn.Module):
             axis=1,
         ).astype(x.dtype)
         x = mx.concatenate([mx.broadcast_to(tokens, (B, nj + 2, tokens.shape[-1])), x], axis=1)
-        for blk in self.blocks:
-            x = blk(x)
-        x = self.last_norm(x)
+        x = self.blocks_forward(x)
 
         pose_6d = self.decpose(x[:, :nj]).reshape(B, nj * 6) + self.init_hand_pose
-        betas = self.decshape(x[:, nj]) + self.init_betas
-        cam = self.deccam(x[:, nj + 1]) + self.init_cam
+        betas = self.decshape(x[:, nj : nj + 1]).reshape(B, -1) + self.init_betas
+        cam = self.deccam(x[:, nj + 1 : nj + 2]).reshape(B, -1) + self.init_cam
         pose_6d = pose_6d.reshape(B, nj, 6)
         return ViTOutput(
             pose_6d=pose_6d,

@@ -12,6 +12,7 @@ import mlx.nn as nn
 import numpy as np
 
 from ..config import WiLoRConfig
+from .compiled import CompiledForward, compile_enabled
 from .geometry import rotmat_to_axis_angle
 from .mano import MANO
 from .refinenet import RefineNet
@@ -58,24 +59,9 @@ def normalize_crops(crops: mx.array, image_size: tuple[int, int], dtype) -> mx.a
     return x.astype(dtype)
 
 
-class _CompiledForward:
-    """The mx.compile'd forward and what it was traced for; a deepcopy starts empty (compiled functions
-    cannot be copied), so a copied model compiles its own on first use."""
-
-    def __init__(self):
-        self.fn = None
-        self.key = None
-
-    def __deepcopy__(self, memo):
-        return _CompiledForward()
-
-
 class WiLoR(nn.Module):
-    """compile: run the forward through mx.compile (fused elementwise kernels, one graph replay per call
-    instead of Python building ~2000 ops). None (default) compiles on a GPU and not on the CPU, where MLX
-    compiles with the system C++ compiler (tens of seconds per new shape) for little gain. The compiled
-    function reads the module's arrays at every call, so loading weights, set_dtype and quantization are
-    seen; a new batch size or dtype traces once more."""
+    """compile: run the forward through mx.compile (see models/compiled.py); None (default) compiles on a
+    GPU and not on the CPU."""
 
     def __init__(self, config: WiLoRConfig | None = None, *, compile: bool | None = None):
         super().__init__()
@@ -84,7 +70,7 @@ class WiLoR(nn.Module):
         self.refine_net = RefineNet(config.refine_net, config.vit.num_hand_joints + 1, config.vit.num_betas)
         self.mano = MANO(config.mano)
         self.compile = compile
-        self._compiled = _CompiledForward()
+        self._compiled = CompiledForward()
         self.eval()  # BatchNorm uses its running statistics
 
     @classmethod
@@ -137,10 +123,11 @@ class WiLoR(nn.Module):
         """
         self.check_crops(crops)
         F = self.config.focal_length if focal_length is None else focal_length
-        if self._use_compile():
+        if compile_enabled(self.compile, self.training):
             # F enters as an array so that a new focal length does not retrace
             F = mx.array(F, dtype=mx.float32).reshape(-1, 1)
-            return WiLoROutput(**self._compiled_fn()(crops, F))
+            # the MANO tree is Python data the trace bakes in
+            return WiLoROutput(**self._compiled.get(self.forward_arrays, self, self.mano.parents)(crops, F))
         if isinstance(F, mx.array):
             F = F.astype(mx.float32).reshape(-1, 1)
         return WiLoROutput(**self.forward_arrays(crops, F))
@@ -163,18 +150,3 @@ class WiLoR(nn.Module):
             global_orient_rotmat=ref.rotmats[:, :1],
             hand_pose_rotmat=ref.rotmats[:, 1:],
         )
-
-    def _use_compile(self) -> bool:
-        if self.training:
-            return False
-        if self.compile is None:
-            return mx.default_device().type == mx.DeviceType.gpu
-        return bool(self.compile)
-
-    def _compiled_fn(self):
-        # python-level choices the trace bakes in; arrays (weights, MANO buffers) are inputs
-        key = (self.mano.parents,)
-        if self._compiled.fn is None or self._compiled.key != key:
-            self._compiled.fn = mx.compile(self.forward_arrays, inputs=self)
-            self._compiled.key = key
-        return self._compiled.fn

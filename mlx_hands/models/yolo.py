@@ -12,6 +12,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..config import DetectorConfig
+from .compiled import CompiledForward, compile_enabled
 
 STRIDES = (8, 16, 32)  # P3, P4, P5 of yolov8-pose
 _SKIPS = {4: "p3", 6: "p4"}  # backbone outputs that the neck concatenates later
@@ -128,9 +129,11 @@ def make_anchors(shapes: list[tuple[int, int]], strides=STRIDES) -> tuple[mx.arr
 class YOLOPose(nn.Module):
     """YOLOv8-pose built from DetectorConfig; `model.<i>` mirrors ultralytics' layer list (23 layers)."""
 
-    def __init__(self, config: DetectorConfig):
+    def __init__(self, config: DetectorConfig, *, compile: bool | None = None):
         super().__init__()
         self.config = config
+        self.compile = compile  # mx.compile the forward; None: on a GPU only (models/compiled.py)
+        self._compiled = CompiledForward()
         ch, n = config.channels, config.repeats
         c1, c2, c3, c4, c5 = ch(64), ch(128), ch(256), ch(512), ch(1024)
         h12, h15, h18, h21 = ch(512), ch(256), ch(512), ch(1024)
@@ -170,6 +173,11 @@ class YOLOPose(nn.Module):
         """
         if x.ndim != 4 or x.shape[-1] != 3 or x.shape[1] % 32 or x.shape[2] % 32:
             raise ValueError(f"YOLOPose expects (B, H, W, 3) with H, W multiples of 32, got {tuple(x.shape)}")
+        if compile_enabled(self.compile, self.training):
+            return self._compiled.get(lambda t: self._forward(t, decode), self, decode)(x)
+        return self._forward(x, decode)
+
+    def _forward(self, x: mx.array, decode: bool = True) -> mx.array:
         m = self.model
         saved = {}
         for i in range(10):

@@ -1,0 +1,42 @@
+"""mx.compile for the networks' forward passes: fused elementwise kernels and one graph replay per call
+instead of Python building thousands of ops.
+
+On a GPU it is on by default. On the CPU it is off by default: MLX compiles CPU kernels with the system
+C++ compiler (seconds to tens of seconds for each new shape) for little gain next to the matrix products.
+The compiled function takes the module itself as an implicit input, so it reads the current weights at
+every call: loading weights, set_dtype and quantization are all seen; a new input shape or dtype traces
+once more.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import mlx.core as mx
+
+
+def compile_enabled(setting: bool | None, training: bool) -> bool:
+    """setting None: compile on a GPU only. Never while training (BatchNorm and dropout change behaviour)."""
+    if training:
+        return False
+    if setting is None:
+        return mx.default_device().type == mx.DeviceType.gpu
+    return bool(setting)
+
+
+class CompiledForward:
+    """Compiled functions of one module, one per key of Python-level choices baked into a trace.
+
+    A deepcopy starts empty (compiled functions cannot be copied); the copy compiles its own on first use.
+    """
+
+    def __init__(self):
+        self._fns: dict = {}
+
+    def __deepcopy__(self, memo):
+        return CompiledForward()
+
+    def get(self, fn: Callable, module, key=()) -> Callable:
+        if key not in self._fns:
+            self._fns[key] = mx.compile(fn, inputs=module)
+        return self._fns[key]
