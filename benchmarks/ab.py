@@ -20,11 +20,12 @@ use_system_blas()  # the CPU wheel's BLAS is slow; must precede the first mlx im
 import mlx.core as mx  # noqa: E402
 from mlx_hands import bench  # noqa: E402
 
-VARIANTS = {  # name -> (model.compile, backbone.fuse_add_norm)
-    "default": (None, None),
-    "no fused add+norm": (None, False),
-    "eager (no compile)": (False, None),
-    "eager, no fused add+norm": (False, False),
+VARIANTS = {  # name -> (model.compile, backbone.fuse_add_norm, deconv as GEMM)
+    "default": (None, None, None),
+    "no fused add+norm": (None, False, None),
+    "deconv as GEMM": (None, None, True),
+    "eager (no compile)": (False, None, None),
+    "eager, no fused add+norm": (False, False, None),
 }
 
 
@@ -46,7 +47,7 @@ def main():
             crops = bench.make_crops(b, 123)
             first = None
             for name in args.variants:
-                model.compile, model.backbone.fuse_add_norm = VARIANTS[name]
+                model.compile, model.backbone.fuse_add_norm, model.refine_net.deconv.deconv_gemm = VARIANTS[name]
                 out = run(crops)
                 first = first or out
                 d = max(float(np.abs(out[k] - first[k]).max()) for k in ("vertices", "keypoints_3d", "cam"))

@@ -45,7 +45,7 @@ from mlx.utils import tree_flatten, tree_unflatten  # noqa: E402
 from mlx_hands.config import RefineNetConfig, ViTConfig, WiLoRConfig  # noqa: E402
 from mlx_hands.models.geometry import rot6d_to_rotmat  # noqa: E402
 from mlx_hands.models.wilor import WiLoR  # noqa: E402
-from mlx_hands.quantize import quantization_config  # noqa: E402
+from mlx_hands.quantize import quantization_config, quantized_layers  # noqa: E402
 from mlx_hands.weights import build_wilor, save_model, set_precision  # noqa: E402
 
 FOCAL, CROP = 5000.0, 256
@@ -457,11 +457,17 @@ def main(argv=None):
     else:
         for name in args.variants:
             spec = parse_variant(name)
-            model = build_variant(reference, mano, spec, args.emulate and "quantize" in spec)
+            model = build_variant(reference, mano, spec)
+            size = file_size(model, spec.get("dtype", "float32"))
+            layers = quantized_layers(model)
+            if args.emulate and layers:
+                dequantize_in_place(model)
             t0 = time.perf_counter()
             r = compare(ref_out, run_model(model, crops, args.batch))
             r["run_s"] = time.perf_counter() - t0
-            r["size_bytes"] = file_size(model, spec.get("dtype", "float32"))
+            r["size_bytes"] = size
+            r["quantized_layers"] = {b: sum(1 for s in layers.values() if s["bits"] == b) for b in (4, 8)}
+            r["emulated"] = bool(args.emulate and layers)
             report["variants"][name] = r
             print(f"{name:10s} vertices max {r['vertices_max']:.3f} mean {r['vertices_mean']:.4f} mm | "
                   f"kp3d max {r['keypoints_3d_max']:.3f} mean {r['keypoints_3d_mean']:.4f} mm | "

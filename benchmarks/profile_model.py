@@ -69,7 +69,9 @@ def stage_times(model, batch: int) -> dict[str, float]:
     c = model.config
     h, w = c.vit.image_size
     xin = mx.random.normal((batch, h, w, 3)).astype(model.dtype)
-    if model._use_compile():
+    from mlx_hands.models.compiled import compile_enabled
+
+    if compile_enabled(model.compile, model.training):
         backbone = mx.compile(lambda t: model.backbone(t).features, inputs=model)
     else:
         backbone = lambda t: model.backbone(t).features  # noqa: E731

@@ -26,7 +26,8 @@ __device__ float block_sum(float a, float* red) {
 """
 
 # One block per row. The sum is rounded to T before it is normalised, as the unfused ops would do;
-# mean and variance in float32, two passes over registers.
+# mean and variance in float32, two passes over registers. EPS is written into the source: a scalar
+# input would live in managed memory, and reading it cost a page migration per launch (~16 us).
 _SOURCE = """
   constexpr int TPB = 256;
   constexpr int PER = (N + TPB - 1) / TPB;
@@ -55,7 +56,7 @@ _SOURCE = """
     const float d = c < N ? v[i] - mean : 0.f;
     sq += d * d;
   }
-  const float rstd = rsqrtf(block_sum<TPB>(sq, red) / N + eps[0]);
+  const float rstd = rsqrtf(block_sum<TPB>(sq, red) / N + EPS);
   #pragma unroll
   for (int i = 0; i < PER; ++i) {
     const int c = tid + i * TPB;
@@ -84,12 +85,13 @@ def add_layer_norm(x: mx.array, y: mx.array, weight: mx.array, bias: mx.array, e
         return s, mx.fast.layer_norm(s, weight, bias, eps)
     n = x.shape[-1]
     rows = x.size // n
+    tag = f"{eps:.3e}".replace(".", "p").replace("-", "m").replace("+", "")
     kernel = mx.fast.cuda_kernel(
-        name="mlx_hands_add_layer_norm", input_names=["x", "y", "w", "b", "eps"], output_names=["s", "out"],
-        source=_SOURCE, header=_HEADER,
+        name=f"mlx_hands_add_layer_norm_eps{tag}", input_names=["x", "y", "w", "b"], output_names=["s", "out"],
+        source=f"  constexpr float EPS = {float(eps)!r}f;\n" + _SOURCE, header=_HEADER,
     )
     s, out = kernel(
-        inputs=[x, y, weight.astype(x.dtype), bias.astype(x.dtype), mx.array([eps], dtype=mx.float32)],
+        inputs=[x, y, weight.astype(x.dtype), bias.astype(x.dtype)],
         template=[("T", x.dtype), ("N", n)],
         grid=(rows * _TPB, 1, 1), threadgroup=(_TPB, 1, 1),
         output_shapes=[x.shape, x.shape], output_dtypes=[x.dtype, x.dtype],

@@ -126,8 +126,9 @@ class WiLoR(nn.Module):
         if compile_enabled(self.compile, self.training):
             # F enters as an array so that a new focal length does not retrace
             F = mx.array(F, dtype=mx.float32).reshape(-1, 1)
-            # the MANO tree is Python data the trace bakes in
-            return WiLoROutput(**self._compiled.get(self.forward_arrays, self, self.mano.parents)(crops, F))
+            # Python-level choices the trace bakes in
+            key = (self.mano.parents, self.backbone.fuse_add_norm, self.refine_net.deconv.deconv_gemm)
+            return WiLoROutput(**self._compiled.get(self.forward_arrays, self, key)(crops, F))
         if isinstance(F, mx.array):
             F = F.astype(mx.float32).reshape(-1, 1)
         return WiLoROutput(**self.forward_arrays(crops, F))
