@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The measurements behind BENCHMARKS.md, as run on a lent GPU machine (MLX's CUDA backend), from the repo root:
-#   bash benchmarks/device_session.sh PHASE      (PHASE: check | profile | variants | matrix | ports | cpu)
+#   bash benchmarks/device_session.sh PHASE      (PHASE: check | parity | final1 | matrix | final2 | ports | profile | variants | ab)
 # Expects mlx (+ mlx-cuda) installed, and for the reference comparison a WiLoR-mini checkout and the
 # smplx/roma wheels under .refbench/ (git-ignored; see BENCHMARKS.md). Results go to $OUT (default out/).
 set -uo pipefail
@@ -21,7 +21,22 @@ case "$phase" in
     run timeout 240 $PY -m pytest -q -x tests/test_models.py tests/test_bench.py
     ;;
   parity)
-    run timeout 300 $PY -m pytest -q -x --durations=5 tests/test_models.py
+    # fp32 parity against the reference's golden tensors, on the GPU (compiled forward, fused kernels)
+    run timeout 240 $PY -m pytest -q -x -k "reference or float_crops or channel" --durations=5 tests/test_models.py
+    ;;
+  final1)
+    bash "$0" parity
+    run timeout 200 $PY benchmarks/ab.py -p bfloat16 -b 1 64 --iters 30 --max-seconds 3 --json "$OUT/ab_bf16.json"
+    run timeout 80 $PY benchmarks/ab.py -p float32 -b 1 -v default "no fused add+norm" --iters 20 --max-seconds 3 \
+      --json "$OUT/ab_fp32.json"
+    for v in "MLX_USE_CUDA_GRAPHS=0" "MLX_MAX_OPS_PER_BUFFER=1000"; do
+      echo "== $v" | tee -a "$log"
+      run env $v timeout 80 $PY -m mlx_hands bench -b 1 64 -p bfloat16 --iters 30 --max-seconds 3
+    done
+    ;;
+  final2)
+    bash "$0" ports
+    run timeout 150 $PY benchmarks/profile_model.py -p bfloat16 -b 1 64 --iters 10 --json "$OUT/profile3_bf16.json"
     ;;
   ab)
     run timeout 200 $PY benchmarks/ab.py -p bfloat16 -b 1 64 --iters 30 --max-seconds 3 --json "$OUT/ab_bf16.json"
@@ -44,13 +59,13 @@ case "$phase" in
     ;;
   matrix)
     run timeout 560 $PY -m mlx_hands bench --stage all -b 1 8 32 64 -p float32 float16 bfloat16 --hands 1 2 \
-      --reference "$REF" --reference-precision float32 float16 bfloat16 --floors --iters 50 --max-seconds 5 \
+      --reference "$REF" --reference-precision float32 float16 bfloat16 --floors --iters 50 --max-seconds 4 \
       --json "$OUT/bench_matrix.json"
     ;;
   ports)
     run timeout 250 $PY benchmarks/seed_port.py --port "$PORT" -b 1 8 32 64 -p float32 float16 bfloat16 --iters 30 \
       --max-seconds 4 --json "$OUT/seed_port.json"
-    run timeout 200 $PY -m mlx_hands bench --eager -b 1 8 32 64 -p float32 bfloat16 --iters 30 --max-seconds 4 \
+    run timeout 150 $PY -m mlx_hands bench --eager -b 1 32 -p float32 bfloat16 --iters 30 --max-seconds 3 \
       --json "$OUT/bench_eager.json"
     ;;
   *) echo "unknown phase $phase"; exit 2 ;;
