@@ -15,7 +15,7 @@ u = 5000 * (X + tx) / (Z + tz) + 128 (v likewise), as WiLoR's training projectio
     # real weights: a converted folder, a folder of original files or a Hub repository, and your MANO
     python benchmarks/accuracy.py --model path/to/converted --crops my_crops.npz
     # which layers dominate an error: quantize one block / one layer kind at a time
-    python benchmarks/accuracy.py --scan int4-g64 --emulate --batch 2
+    python benchmarks/accuracy.py --scan int4-uniform --emulate --num-crops 4
 
 Random weights are not trained weights: the synthetic numbers show how each variant's rounding
 propagates through this architecture with activations and outputs of plausible size, not the error
@@ -49,13 +49,15 @@ from mlx_hands.quantize import quantization_config, quantized_layers  # noqa: E4
 from mlx_hands.weights import build_wilor, save_model, set_precision  # noqa: E402
 
 FOCAL, CROP = 5000.0, 256
-VARIANTS = {
+VARIANTS = {  # name -> from_pretrained(dtype=..., quantize=...) arguments
     "float16": {"dtype": "float16"},
     "bfloat16": {"dtype": "bfloat16"},
-    "int8-g64": {"quantize": {"bits": 8, "group_size": 64}},
-    "int4-g32": {"quantize": {"bits": 4, "group_size": 32}},
-    "int4-g64": {"quantize": {"bits": 4, "group_size": 64}},
-    "int4-g128": {"quantize": {"bits": 4, "group_size": 128}},
+    "int8": {"quantize": {"bits": 8, "group_size": 64}},  # the default: first blocks kept in float
+    "int8-uniform": {"quantize": {"bits": 8, "group_size": 64, "uniform": True}},
+    "int4": {"quantize": {"bits": 4, "group_size": 64}},  # the default: first blocks and attn.proj at 8 bits
+    "int4-uniform": {"quantize": {"bits": 4, "group_size": 64, "uniform": True}},
+    "int4-uniform-g32": {"quantize": {"bits": 4, "group_size": 32, "uniform": True}},
+    "int4-uniform-g128": {"quantize": {"bits": 4, "group_size": 128, "uniform": True}},
 }
 SIZES = {"tiny": ViTConfig(dim=64, depth=2, num_heads=4), "full": ViTConfig()}
 
@@ -250,8 +252,9 @@ def synthetic_model(config: WiLoRConfig, mano: dict, seed: int, calib: np.ndarra
     # one decoder for all 16 pose tokens: tangent at the identity (the mean pose is near it)
     _calibrate_pose_decoder(vit.decpose, caps["decpose"].seen[0].transpose(1, 0, 2), SPREAD["pose"],
                             np.eye(3, dtype=np.float32)[None], rng)
-    _calibrate_linear(vit.decshape, caps["decshape"].seen[0], SPREAD["betas"])
-    _calibrate_linear(vit.deccam, caps["deccam"].seen[0], cam_spread)
+    flat = {n: caps[n].seen[0].reshape(x.shape[0], -1) for n in ("decshape", "deccam")}  # one token each
+    _calibrate_linear(vit.decshape, flat["decshape"], SPREAD["betas"])
+    _calibrate_linear(vit.deccam, flat["deccam"], cam_spread)
     _calibrate_batchnorm(model, out.features)
 
     caps = {n: _Capture(getattr(ref, n).weight.shape[0]) for n in ("dec_pose", "dec_shape", "dec_cam")}
@@ -321,8 +324,7 @@ def run_model(model: WiLoR, crops: np.ndarray, batch: int) -> dict[str, np.ndarr
     for i in range(0, len(crops), batch):
         o = model(mx.array(crops[i : i + batch]))
         mx.eval(o.vertices, o.keypoints_3d, o.cam)
-        parts.append({"vertices": np.array(o.vertices, np.float64), "keypoints_3d": np.array(o.keypoints_3d, np.float64),
-                      "cam": np.array(o.cam, np.float64)})
+        parts.append({k: np.array(getattr(o, k), np.float64) for k in ("vertices", "keypoints_3d", "cam")})
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     out["keypoints_2d"] = project_crop(out["keypoints_3d"], out["cam"])
     return out
@@ -383,7 +385,7 @@ def scan_groups(config: WiLoRConfig) -> dict[str, list[str]]:
 
 def scan(reference: WiLoR, mano: dict, ref_out: dict, crops, spec: dict, batch: int, emulate: bool) -> dict:
     """Quantize one group at a time (the rest float32): which layers the error comes from."""
-    q = dict(spec["quantize"])
+    q = dict(spec["quantize"], uniform=True)
     results = {}
     all_layers = [p for p, m in reference.named_modules() if isinstance(m, nn.Linear) and ".blocks." in p]
     for name, layers in scan_groups(reference.config).items():

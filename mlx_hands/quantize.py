@@ -14,11 +14,17 @@ checked against that entry (`apply_quantization`).
 What is quantized: the four linears of each transformer block (qkv, proj, fc1, fc2), 97% of the
 weights. The patch embedding, token embeddings, decoders, RefineNet, norms and MANO stay in float:
 they are small, and the decoders map features straight to pose, shape and camera.
+
+By default the layers that measured most sensitive stay at higher precision (`sensitive_overrides`;
+benchmarks/accuracy.py --scan, BENCHMARKS.md): rounding error made early in the network travels
+through every later block, so the first blocks weigh most, and attn.proj carries the most error per
+byte. `uniform=True` quantizes every transformer linear alike.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections import Counter
 from pathlib import Path
@@ -53,7 +59,7 @@ def parse_quantize(quantize) -> dict | None:
     """`quantize=` as users pass it -> {"bits", "group_size", "mode"} or None.
 
     Accepts None/False, True (4-bit, group 64), a bit width (4 or 8) or a dict with "bits" and
-    optionally "group_size" and "mode" (also the per-layer "overrides" of quantize_model).
+    optionally "group_size", "mode", "uniform" and "overrides" (see quantize_model).
     """
     if quantize is None or quantize is False:
         return None
@@ -62,9 +68,10 @@ def parse_quantize(quantize) -> dict | None:
     elif isinstance(quantize, int):
         q = {"bits": quantize}
     elif isinstance(quantize, dict):
-        unknown = set(quantize) - {"bits", "group_size", "mode", "overrides"}
+        unknown = set(quantize) - {"bits", "group_size", "mode", "overrides", "uniform"}
         if unknown:
-            raise ValueError(f"quantize: unknown keys {sorted(unknown)}; expected bits, group_size, mode, overrides")
+            raise ValueError(f"quantize: unknown keys {sorted(unknown)}; expected bits, group_size, mode, uniform, "
+                             f"overrides")
         q = dict(quantize)
     else:
         raise ValueError(f"quantize must be None, True, 4, 8 or a dict with 'bits' and 'group_size', got {quantize!r}")
@@ -88,17 +95,42 @@ def quantized_layers(model: nn.Module) -> dict[str, dict]:
 
 
 def quantization_config(model: nn.Module) -> dict | None:
-    """The config.json entry describing `model`'s quantization (None if it has none): the most common
-    setting as the default, the other layers listed by path."""
+    """The config.json entry describing `model`'s quantization (None if it has none): the lowest bit
+    width present, with its most common group size, as the default; the other layers listed by path."""
     layers = quantized_layers(model)
     if not layers:
         return None
-    common = Counter(tuple(s[k] for k in _SETTINGS) for s in layers.values()).most_common(1)[0][0]
+    low = min(s["bits"] for s in layers.values())
+    common = Counter(tuple(s[k] for k in _SETTINGS) for s in layers.values()
+                     if s["bits"] == low).most_common(1)[0][0]
     entry = dict(zip(_SETTINGS, common))
     for path in sorted(layers):
         if tuple(layers[path][k] for k in _SETTINGS) != common:
             entry[path] = layers[path]
     return entry
+
+
+def _blocks(model: nn.Module) -> int:
+    return len(model.backbone.blocks) if hasattr(model, "backbone") else 0
+
+
+def sensitive_overrides(model: nn.Module, bits: int, group_size: int = DEFAULT_GROUP_SIZE) -> dict:
+    """The default higher-precision layers for `bits`, scaled to the model's depth (measured on the
+    32-block model, BENCHMARKS.md):
+
+    8-bit: the first 1/16 of the blocks (2 of 32) stay in float.
+    4-bit: the first quarter of the blocks (8 of 32) and every attn.proj (8% of the weights) at 8 bits.
+    """
+    depth = _blocks(model)
+    kinds = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+    if bits == 8:
+        return {f"backbone.blocks.{i}.{k}": False for i in range(math.ceil(depth / 16)) for k in kinds}
+    if bits == 4:
+        eight = {"bits": 8, "group_size": group_size}
+        out = {f"backbone.blocks.{i}.{k}": dict(eight) for i in range(math.ceil(depth / 4)) for k in kinds}
+        out.update({f"backbone.blocks.{i}.attn.proj": dict(eight) for i in range(depth)})
+        return out
+    return {}
 
 
 def quantize_model(
@@ -108,19 +140,21 @@ def quantize_model(
     *,
     mode: str = MODE,
     overrides: dict[str, dict | bool] | None = None,
+    uniform: bool = False,
 ) -> dict:
     """Quantize `model`'s transformer-block linears in place; return the config.json entry.
 
-    overrides: layer path -> {"bits": 8, "group_size": 64} to keep a layer at other settings, or
-    False to keep it in float. The non-quantized weights keep their dtype (cast the model first with
-    `model.set_dtype` for a float16/bfloat16 remainder, as mlx-lm does).
+    The most sensitive layers stay at higher precision (`sensitive_overrides`) unless uniform=True.
+    overrides (applied on top): layer path -> {"bits": 8, "group_size": 64} to keep a layer at other
+    settings, or False to keep it in float. The non-quantized weights keep their dtype (cast the model
+    first with `model.set_dtype` for a float16/bfloat16 remainder, as mlx-lm does).
     """
     check_settings(bits, group_size, mode)
     existing = quantization_config(model)
     if existing is not None:
         raise ValueError(f"the model is already quantized ({_describe(existing)}); quantize a float model instead "
                          f"(load it from a float checkpoint)")
-    overrides = dict(overrides or {})
+    overrides = {**({} if uniform else sensitive_overrides(model, bits, group_size)), **(overrides or {})}
     for path, o in overrides.items():
         if isinstance(o, dict):
             check_settings(o.get("bits", bits), o.get("group_size", group_size), o.get("mode", mode))
@@ -239,6 +273,7 @@ def quantize_dir(
     group_size: int = DEFAULT_GROUP_SIZE,
     dtype: str | None = None,
     overrides: dict | None = None,
+    uniform: bool = False,
 ) -> Path:
     """Write a quantized (bits 4/8) and/or re-typed (dtype) copy of the converted model at `src` to `dst`.
 
@@ -268,7 +303,7 @@ def quantize_dir(
     model.set_dtype(DTYPES[out_dtype])
     entry = quantization_config(model)
     if bits is not None:
-        entry = quantize_model(model, bits, group_size, overrides=overrides)
+        entry = quantize_model(model, bits, group_size, overrides=overrides, uniform=uniform)
     det = _load_arrays(src, "detector.") if "detector" in config else None
     save_model(dst, wilor=dict(tree_flatten(model.parameters())), wilor_config=model.config,
                detector=det, detector_config=DetectorConfig.from_dict(config["detector"]) if det else None,
@@ -280,11 +315,11 @@ def quantize_dir(
 
 
 def quantize_arrays(arrays: dict, config, bits: int, group_size: int, dtype: str = "float32",
-                    overrides: dict | None = None) -> tuple[dict[str, mx.array], dict]:
+                    overrides: dict | None = None, uniform: bool = False) -> tuple[dict[str, mx.array], dict]:
     """Float WiLoR arrays (numpy or mlx) -> (quantized arrays, config entry), for `convert`."""
     from .weights import DTYPES, build_wilor
 
     model = build_wilor(config, {k: mx.array(v) for k, v in arrays.items()}, None, "convert")
     model.set_dtype(DTYPES[dtype])
-    entry = quantize_model(model, bits, group_size, overrides=overrides)
+    entry = quantize_model(model, bits, group_size, overrides=overrides, uniform=uniform)
     return dict(tree_flatten(model.parameters())), entry

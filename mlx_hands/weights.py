@@ -165,12 +165,14 @@ def set_precision(model, dtype: str | None = None, quantize=None, source: str = 
         return
     have = quantization_config(model)
     if have is not None:
-        if not q.get("overrides") and all(have[k] == q[k] for k in ("bits", "group_size", "mode")):
+        same = all(have[k] == q[k] for k in ("bits", "group_size", "mode"))
+        if same and not q.get("overrides") and not q.get("uniform"):
             return
         raise ValueError(f"{source} is already quantized ({have['bits']}-bit, group size {have['group_size']}); "
                          f"it cannot be re-quantized to {q['bits']}-bit, group size {q['group_size']}: load a float "
                          f"model with quantize=, or a directory written with those settings")
-    quantize_model(model, q["bits"], q["group_size"], mode=q["mode"], overrides=q.get("overrides"))
+    quantize_model(model, q["bits"], q["group_size"], mode=q["mode"], overrides=q.get("overrides"),
+                   uniform=bool(q.get("uniform")))
 
 
 def load_wilor(path: str | Path, *, mano_path: str | Path | None = None, dtype: str | None = None, quantize=None):

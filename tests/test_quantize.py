@@ -46,7 +46,7 @@ def _quantized(golden, bits, group_size, **kw):  # noqa: F811
 
 def test_quantizes_only_transformer_linears(golden):  # noqa: F811
     model = load_golden_model(golden)
-    entry = quantize_model(model, 4, 64)
+    entry = quantize_model(model, 4, 64, uniform=True)
     assert entry == {"group_size": 64, "bits": 4, "mode": "affine"}
     assert set(quantized_layers(model)) == BLOCK_LINEARS
     vit, ref = model.backbone, model.refine_net
@@ -61,15 +61,37 @@ def test_quantizes_only_transformer_linears(golden):  # noqa: F811
     assert model.mano._shapedirs.dtype == mx.float32
 
 
+def test_default_keeps_sensitive_layers_at_higher_precision(golden):  # noqa: F811
+    # scaled to depth 2: 4-bit keeps the first quarter of the blocks (1) and every attn.proj at 8 bits
+    eight = {"group_size": 64, "bits": 8, "mode": "affine"}
+    model = _quantized(golden, 4, 64)
+    assert quantization_config(model) == {"group_size": 64, "bits": 4, "mode": "affine",
+                                          "backbone.blocks.0.attn.proj": eight, "backbone.blocks.0.attn.qkv": eight,
+                                          "backbone.blocks.0.mlp.fc1": eight, "backbone.blocks.0.mlp.fc2": eight,
+                                          "backbone.blocks.1.attn.proj": eight}
+    # 8-bit keeps the first 1/16 of the blocks (1) in float
+    model = _quantized(golden, 8, 64)
+    assert set(quantized_layers(model)) == {p for p in BLOCK_LINEARS if p.startswith("backbone.blocks.1.")}
+    assert quantization_config(model) == eight
+    assert type(model.backbone.blocks[0].attn.qkv) is nn.Linear
+    # the full-size model: 2 float blocks at 8 bits; 8 blocks + 32 attn.proj at 8 bits within 4-bit
+    from mlx_hands.config import WiLoRConfig
+    from mlx_hands.quantize import sensitive_overrides
+
+    full = WiLoR(WiLoRConfig())
+    assert sum(v is False for v in sensitive_overrides(full, 8).values()) == 8
+    assert len(sensitive_overrides(full, 4)) == 8 * 4 + 24
+
+
 def test_layers_whose_width_does_not_divide_stay_float(golden):  # noqa: F811
     # tiny blocks: qkv/proj/fc1 read 64 features, fc2 reads 256: only fc2 splits into groups of 128
-    model = _quantized(golden, 8, 128)
+    model = _quantized(golden, 8, 128, uniform=True)
     assert set(quantized_layers(model)) == {"backbone.blocks.0.mlp.fc2", "backbone.blocks.1.mlp.fc2"}
 
 
 def test_overrides_are_recorded(golden):  # noqa: F811
-    model = _quantized(golden, 4, 64, overrides={"backbone.blocks.1.mlp.fc2": {"bits": 8},
-                                                 "backbone.blocks.0.attn.qkv": False})
+    model = _quantized(golden, 4, 64, uniform=True, overrides={"backbone.blocks.1.mlp.fc2": {"bits": 8},
+                                                               "backbone.blocks.0.attn.qkv": False})
     entry = quantization_config(model)
     assert entry == {"group_size": 64, "bits": 4, "mode": "affine",
                      "backbone.blocks.1.mlp.fc2": {"group_size": 64, "bits": 8, "mode": "affine"}}
@@ -82,9 +104,12 @@ def test_overrides_are_recorded(golden):  # noqa: F811
 @pytest.mark.parametrize("bits, group_size, max_mm", [(8, 64, 1.0), (8, 32, 1.0), (4, 64, 10.0), (4, 32, 10.0)])
 def test_quantized_stays_close_to_float32(golden, bits, group_size, max_mm):  # noqa: F811
     ref_v, ref_k = _out(load_golden_model(golden), golden)
-    v, k = _out(_quantized(golden, bits, group_size), golden)
-    err = max(np.abs(v - ref_v).max(), np.abs(k - ref_k).max()) * 1e3
-    assert 1e-4 < err < max_mm  # quantization changed something, but not much
+    errors = []
+    for uniform in (True, False):
+        v, k = _out(_quantized(golden, bits, group_size, uniform=uniform), golden)
+        errors.append(max(np.abs(v - ref_v).max(), np.abs(k - ref_k).max()) * 1e3)
+    assert 1e-4 < errors[0] < max_mm  # quantization changed something, but not much
+    assert 1e-4 < errors[1] < errors[0]  # the higher-precision layers help
 
 
 @pytest.mark.parametrize("dtype, max_mm", [("float16", 1.0), ("bfloat16", 5.0)])
@@ -100,7 +125,7 @@ def test_half_precision_stays_close_to_float32(golden, dtype, max_mm):  # noqa: 
 
 
 def test_quantized_dir_round_trip(converted, tmp_path, golden):  # noqa: F811
-    dst = quantize_dir(converted, tmp_path / "q4", bits=4, group_size=32)
+    dst = quantize_dir(converted, tmp_path / "q4", bits=4, group_size=32, uniform=True)
     config = load_config(dst)
     assert config["quantization"] == {"group_size": 32, "bits": 4, "mode": "affine"}
     assert config["dtype"] == "float32"
@@ -108,7 +133,7 @@ def test_quantized_dir_round_trip(converted, tmp_path, golden):  # noqa: F811
     assert (dst / MODEL_FILE).stat().st_size < 0.6 * (converted / MODEL_FILE).stat().st_size
     loaded = load_wilor(dst)
     assert set(quantized_layers(loaded)) == BLOCK_LINEARS
-    expected = _out(_quantized(golden, 4, 32), golden)
+    expected = _out(_quantized(golden, 4, 32, uniform=True), golden)
     for a, b in zip(_out(loaded, golden), expected):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(_out(WiLoR.from_pretrained(dst), golden), expected):  # no extra flags needed
@@ -120,17 +145,21 @@ def test_overrides_round_trip(converted, tmp_path, golden):  # noqa: F811
     dst = quantize_dir(converted, tmp_path / "mixed", bits=4, group_size=64, overrides=overrides)
     loaded = load_wilor(dst)
     assert quantized_layers(loaded)["backbone.blocks.1.mlp.fc2"]["bits"] == 8
+    assert quantized_layers(loaded)["backbone.blocks.1.attn.qkv"]["bits"] == 4
     assert "backbone.blocks.0.attn.qkv" not in quantized_layers(loaded)
+    assert load_config(dst)["quantization"] == quantization_config(loaded)
     for a, b in zip(_out(loaded, golden), _out(_quantized(golden, 4, 64, overrides=overrides), golden)):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("quantize", [8, {"bits": 4, "group_size": 32}, True])
+@pytest.mark.parametrize("quantize", [8, {"bits": 4, "group_size": 32}, True, {"bits": 4, "uniform": True}])
 def test_from_pretrained_quantizes_on_the_fly(converted, tmp_path, golden, quantize):  # noqa: F811
     q = parse_quantize(quantize)
     on_the_fly = WiLoR.from_pretrained(converted, quantize=quantize)
-    stored = load_wilor(quantize_dir(converted, tmp_path / "q", bits=q["bits"], group_size=q["group_size"]))
-    assert quantization_config(on_the_fly) == {"group_size": q["group_size"], "bits": q["bits"], "mode": "affine"}
+    dst = quantize_dir(converted, tmp_path / "q", bits=q["bits"], group_size=q["group_size"], uniform="uniform" in q)
+    stored = load_wilor(dst)
+    assert quantization_config(on_the_fly) == load_config(dst)["quantization"]
+    assert quantization_config(on_the_fly)["bits"] == q["bits"]
     for a, b in zip(_out(on_the_fly, golden), _out(stored, golden)):
         np.testing.assert_array_equal(a, b)
 
@@ -152,7 +181,8 @@ def test_bfloat16_dir_and_bfloat16_with_int4(converted, tmp_path, golden):  # no
 
 def test_cast_after_load(converted, golden):  # noqa: F811
     model = WiLoR.from_pretrained(converted, dtype="float16", quantize=8)
-    assert model.backbone.blocks[0].mlp.fc1.scales.dtype == mx.float16
+    assert model.backbone.blocks[1].mlp.fc1.scales.dtype == mx.float16
+    assert model.backbone.blocks[0].mlp.fc1.weight.dtype == mx.float16  # kept in float
     assert model.backbone.patch_embed.proj.weight.dtype == mx.float16
 
 
@@ -190,7 +220,7 @@ def test_config_and_weights_disagree(converted, tmp_path):
     cfg = json.loads((q4 / "config.json").read_text())
     cfg["quantization"]["bits"] = 8
     (q4 / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match=r"backbone\.blocks\.0\.attn\.proj is stored 4-bit with group size 64, "
+    with pytest.raises(ValueError, match=r"backbone\.blocks\.1\.attn\.qkv is stored 4-bit with group size 64, "
                        r"but config\.json says 8-bit .*do not belong together"):
         load_wilor(q4)
     # config.json says quantized, the weights are float
@@ -232,8 +262,11 @@ def test_cli_quantize(converted, tmp_path, golden, capsys):  # noqa: F811
     assert main(["quantize", str(converted), "-o", str(tmp_path / "q8"), "--q-bits", "8"]) == 0
     assert "model.safetensors" in capsys.readouterr().out
     assert load_config(tmp_path / "q8")["quantization"]["bits"] == 8
-    assert main(["quantize", str(converted), "-o", str(tmp_path / "q4")]) == 0  # default: 4-bit, group 64
-    assert load_config(tmp_path / "q4")["quantization"] == {"group_size": 64, "bits": 4, "mode": "affine"}
+    assert main(["quantize", str(converted), "-o", str(tmp_path / "q4")]) == 0  # default: 4-bit, group 64, mixed
+    q = load_config(tmp_path / "q4")["quantization"]
+    assert (q["bits"], q["group_size"], q["backbone.blocks.1.attn.proj"]["bits"]) == (4, 64, 8)
+    assert main(["quantize", str(converted), "-o", str(tmp_path / "u4"), "--q-uniform"]) == 0
+    assert load_config(tmp_path / "u4")["quantization"] == {"group_size": 64, "bits": 4, "mode": "affine"}
     assert main(["quantize", str(converted), "-o", str(tmp_path / "f16"), "--dtype", "float16", "--no-quantize"]) == 0
     assert load_config(tmp_path / "f16")["dtype"] == "float16" and "quantization" not in load_config(tmp_path / "f16")
     # errors: one line, exit status 2
@@ -266,7 +299,7 @@ def test_convert_with_quantization(tmp_path, golden, monkeypatch, capsys):  # no
     assert not (tmp_path / "bad").exists()  # refused before any work
 
     monkeypatch.setattr(cfg, "WiLoRConfig", lambda: golden["config"])  # the CLI uses the default config
-    assert main(["convert", str(tmp_path), "-o", str(tmp_path / "cli"), "--q-group-size", "32"]) == 0
+    assert main(["convert", str(tmp_path), "-o", str(tmp_path / "cli"), "--q-group-size", "32", "--q-uniform"]) == 0
     assert load_config(tmp_path / "cli")["quantization"] == {"group_size": 32, "bits": 4, "mode": "affine"}
     assert main(["convert", str(tmp_path), "-o", str(tmp_path / "cli8"), "-q", "--q-bits", "8",
                  "--dtype", "bfloat16"]) == 0

@@ -71,8 +71,9 @@ def tiny_default(monkeypatch, golden):  # noqa: F811
 
 
 def _quantized(golden, **kw):  # noqa: F811
+    # their int4 file quantizes every layer it quantizes at 4 bits
     model = load_golden_model(golden)
-    quantize_model(model, 4, 32, **kw)
+    quantize_model(model, 4, 32, uniform=True, **kw)
     return model
 
 
@@ -193,12 +194,14 @@ def test_no_mano_is_one_clear_error(tmp_path, golden):  # noqa: F811
 
 
 @pytest.mark.parametrize("edit, match", [
-    (lambda a: a.pop("backbone.blocks.1.mlp.fc2.bias"), r"missing 1 tensors \(e\.g\. backbone\.blocks\.1\.mlp\.fc2\.bias"),
+    (lambda a: a.pop("backbone.blocks.1.mlp.fc2.bias"),
+     r"missing 1 tensors \(e\.g\. backbone\.blocks\.1\.mlp\.fc2\.bias"),
     (lambda a: a.pop("refine_net.deconv.branch1_bn0.running_var"), r"refine_net\.deconv\.deconv\.1\.1\.running_var"),
     (lambda a: a.update({"refine_net.dec_cam.weight": mx.zeros((4, 112))}), r"mis-shaped: refine_net\.dec_cam\.weight"),
     (lambda a: a.update({"IMAGE_STD": mx.ones((1, 1, 1, 3))}), "IMAGE_STD .* normalises its input differently"),
     (lambda a: a.pop("backbone.pos_embed"), "not a wilor-mlx weights file"),
-    (lambda a: a.update({"backbone.blocks.0.mlp.fc1.scales": mx.zeros((256, 3))}), r"blocks\.0\.mlp\.fc1 has quantized"),
+    (lambda a: a.update({"backbone.blocks.0.mlp.fc1.scales": mx.zeros((256, 3))}),
+     r"blocks\.0\.mlp\.fc1 has quantized"),
 ])
 def test_damaged_files(tmp_path, golden, mano_npz, edit, match):  # noqa: F811
     src = tmp_path / "good.safetensors"

@@ -32,20 +32,25 @@ def add_quantization_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--q-bits", type=int, choices=[4, 8], help="bits per weight (default 4; implies -q)")
     p.add_argument("--q-group-size", type=int, choices=[32, 64, 128],
                    help="weights sharing one scale and bias (default 64; implies -q)")
+    p.add_argument("--q-uniform", action="store_true",
+                   help="quantize every transformer linear alike (default: the most sensitive layers stay at higher "
+                        "precision: 8-bit keeps the first blocks in float, 4-bit keeps them and attn.proj at 8 bits; "
+                        "implies -q)")
 
 
-def quantization_args(args) -> tuple[int | None, int]:
-    """(q_bits or None, q_group_size) from add_quantization_args' flags."""
-    on = args.quantize or args.q_bits is not None or args.q_group_size is not None
-    return (args.q_bits or 4) if on else None, args.q_group_size or 64
+def quantization_args(args) -> tuple[int | None, int, bool]:
+    """(q_bits or None, q_group_size, q_uniform) from add_quantization_args' flags."""
+    on = args.quantize or args.q_bits is not None or args.q_group_size is not None or args.q_uniform
+    return (args.q_bits or 4) if on else None, args.q_group_size or 64, args.q_uniform
 
 
 def run(args) -> int:
     from ..convert import convert
 
-    q_bits, q_group_size = quantization_args(args)
+    q_bits, q_group_size, q_uniform = quantization_args(args)
     dst = convert(args.src, args.dst, checkpoint=args.checkpoint, mean_params=args.mean_params, mano=args.mano,
-                  detector=args.detector, dtype=args.dtype, q_bits=q_bits, q_group_size=q_group_size)
+                  detector=args.detector, dtype=args.dtype, q_bits=q_bits, q_group_size=q_group_size,
+                  q_uniform=q_uniform)
     files = ", ".join(sorted(f.name for f in Path(dst).iterdir() if f.is_file()))
     print(f"wrote {dst}: {files}")
     return 0

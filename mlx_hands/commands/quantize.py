@@ -12,9 +12,9 @@ def add_parser(sub, help_text: str) -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help=help_text, description=(
         "Write a copy of a converted model folder with the ViT's transformer linears quantized "
         "(MLX affine quantization: 4 or 8 bits, group size 32/64/128) and/or the float weights in another "
-        "dtype. Without --q-bits/--q-group-size/-q the weights are quantized to 4 bits, group 64, unless "
-        "--dtype alone is given with --no-quantize. MANO and the detector are copied (the detector cast to "
-        "--dtype)."))
+        "dtype. By default: 4 bits, group 64, with the most sensitive layers at 8 bits (--q-uniform: none); "
+        "--no-quantize --dtype D only changes the float dtype. MANO and the detector are copied (the detector "
+        "cast to --dtype)."))
     p.add_argument("src", help="converted model folder (config.json + model.safetensors)")
     p.add_argument("-o", "--output", dest="dst", required=True, help="output folder")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
@@ -28,15 +28,15 @@ def add_parser(sub, help_text: str) -> argparse.ArgumentParser:
 def run(args) -> int:
     from ..quantize import quantize_dir
 
-    q_bits, q_group_size = quantization_args(args)
+    q_bits, q_group_size, q_uniform = quantization_args(args)
     if args.no_quantize:
         if q_bits is not None:
-            raise ValueError("--no-quantize contradicts -q/--q-bits/--q-group-size")
+            raise ValueError("--no-quantize contradicts -q/--q-bits/--q-group-size/--q-uniform")
         if args.dtype is None:
             raise ValueError("--no-quantize needs --dtype (otherwise there is nothing to change)")
     elif q_bits is None:
         q_bits = 4
-    dst = quantize_dir(args.src, args.dst, bits=q_bits, group_size=q_group_size, dtype=args.dtype)
+    dst = quantize_dir(args.src, args.dst, bits=q_bits, group_size=q_group_size, dtype=args.dtype, uniform=q_uniform)
     size = (Path(dst) / "model.safetensors").stat().st_size / 1e6
     print(f"wrote {dst} (model.safetensors {size:.1f} MB)")
     return 0

@@ -55,13 +55,15 @@ def convert(
     config=None,
     q_bits: int | None = None,
     q_group_size: int = 64,
+    q_uniform: bool = False,
 ) -> Path:
     """Convert whatever originals are given (a folder `src` and/or explicit files) into `dst`.
 
     At least one of checkpoint, detector or MANO must be found. MANO alone adds mano.safetensors to an
     existing converted directory. A seed-project file (wilor-mlx.safetensors, its int4 variant) takes
     the checkpoint's place. q_bits (4 or 8) quantizes the WiLoR transformer linears with group size
-    q_group_size (mlx_hands.quantize); the rest stays in `dtype`.
+    q_group_size (mlx_hands.quantize; the most sensitive layers stay at higher precision unless
+    q_uniform); the rest stays in `dtype`.
     """
     from ..config import WiLoRConfig
     from ..weights import CONFIG_FILE, MANO_FILE, load_config, save_model, wilor_shapes
@@ -128,7 +130,7 @@ def convert(
                                  f"{quantization['group_size']}); convert without -q/--q-bits")
             from ..quantize import quantize_arrays
 
-            wilor, quantization = quantize_arrays(wilor, wilor_config, q_bits, q_group_size, dtype)
+            wilor, quantization = quantize_arrays(wilor, wilor_config, q_bits, q_group_size, dtype, uniform=q_uniform)
         save_model(dst, wilor=wilor, wilor_config=wilor_config, detector=det, detector_config=det_config,
                    dtype=dtype, source=source, quantization=quantization)
     elif not (dst / CONFIG_FILE).is_file():
