@@ -359,9 +359,10 @@ def file_size(model: WiLoR, dtype: str) -> int:
 
 
 def time_forward(model: WiLoR, batch: int, trials: int, seed: int = 1) -> float:
-    """Median seconds per forward at `batch` (after one warm-up call)."""
+    """Median seconds per forward at `batch`, after one warm-up call at batch 1 (MLX's CPU path compiles
+    nothing per shape; on a GPU use mlx_hands.bench, which warms up at every batch size)."""
+    mx.eval(model(mx.array(make_crops(1, seed))).vertices)
     x = mx.array(make_crops(batch, seed))
-    mx.eval(model(x).vertices)
     times = []
     for _ in range(trials):
         t = time.perf_counter()
@@ -397,6 +398,19 @@ def scan(reference: WiLoR, mano: dict, ref_out: dict, crops, spec: dict, batch: 
     return results
 
 
+def markdown_table(report: dict) -> str:
+    """The accuracy rows of BENCHMARKS.md from a report."""
+    rows = ["| variant | vertices max / mean (mm) | 3D keypoints max / mean (mm) | 2D keypoints max / mean (px) "
+            "| model.safetensors (MB) |", "| --- | --- | --- | --- | --- |"]
+    for name, r in report["variants"].items():
+        if "vertices_max" not in r:
+            cells = ["(reference)"] * 3
+        else:
+            cells = [f"{r[k + '_max']:.2f} / {r[k + '_mean']:.3f}" for k in ("vertices", "keypoints_3d", "keypoints_2d")]
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {r['size_bytes'] / 1e6:.0f} |")
+    return "\n".join(rows)
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -422,6 +436,7 @@ def main(argv=None):
     p.add_argument("--scan", metavar="VARIANT", help="per-layer-group error of a quantized variant")
     p.add_argument("--time", type=int, nargs="*", metavar="BATCH", help="also time each variant at these batch sizes")
     p.add_argument("--trials", type=int, default=3)
+    p.add_argument("--time-only", action="store_true", help="skip the accuracy comparison")
     p.add_argument("--out", type=Path, help="write the results as JSON")
     args = p.parse_args(argv)
 
@@ -443,16 +458,20 @@ def main(argv=None):
     print(f"reference ready in {time.perf_counter() - t0:.1f} s ({source})", flush=True)
 
     t0 = time.perf_counter()
-    ref_out = run_model(reference, crops, args.batch)
+    ref_out = run_model(reference, crops, args.batch) if not args.time_only else None
     ref_time = time.perf_counter() - t0
     report = {
         "source": source, "crops": len(crops), "batch": args.batch, "machine": platform.platform(),
-        "mlx": mx.__version__, "device": str(mx.default_device()), "reference_outputs": describe_outputs(ref_out),
+        "mlx": mx.__version__, "device": str(mx.default_device()),
+        "reference_outputs": describe_outputs(ref_out) if ref_out else None,
         "variants": {"float32": {"size_bytes": file_size(reference, "float32"), "run_s": ref_time}},
     }
-    print(json.dumps(report["reference_outputs"]), flush=True)
+    if ref_out is not None:
+        print("reference outputs:", json.dumps(report["reference_outputs"]), flush=True)
 
-    if args.scan:
+    if args.time_only:
+        pass
+    elif args.scan:
         spec = parse_variant(args.scan)
         print(f"scan of {args.scan}:", flush=True)
         report["scan"] = {args.scan: scan(reference, mano, ref_out, crops, spec, args.batch, args.emulate)}
@@ -481,8 +500,10 @@ def main(argv=None):
             model = reference if name == "float32" else build_variant(reference, mano, parse_variant(name))
             for b in args.time:
                 s = time_forward(model, b, args.trials)
-                report["variants"][name][f"time_b{b}_s"] = s
+                report["variants"].setdefault(name, {})[f"time_b{b}_s"] = s
                 print(f"{name:10s} batch {b:3d}: {s:.2f} s per forward ({b / s:.2f} crops/s)", flush=True)
+    if not args.time_only and not args.scan:
+        print(markdown_table(report))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))
         print(f"wrote {args.out}")

@@ -104,3 +104,73 @@ def test_cpu_blas_probe():
     assert cpu_gemm_gflops(n=64, repeats=1) > 0
     found = find_openblas()
     assert found is None or isinstance(found, str)
+
+
+# ---------------------------------------------------------------- the speed paths equal the plain ones
+
+
+def _tree_reference(R, J, parents):
+    """World rotations and posed joints by walking the tree joint by joint (float64 numpy)."""
+    R, J = np.asarray(R, np.float64), np.asarray(J, np.float64)
+    Rw, tw = np.zeros_like(R), np.zeros_like(J)
+    for j, p in enumerate(parents):
+        if p < 0:
+            Rw[:, j], tw[:, j] = R[:, j], J[:, j]
+        else:
+            Rw[:, j] = Rw[:, p] @ R[:, j]
+            tw[:, j] = tw[:, p] + (Rw[:, p] @ (J[:, j] - J[:, p])[..., None])[..., 0]
+    return Rw, tw
+
+
+@pytest.mark.parametrize("parents", [
+    (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14),  # MANO: the chain fast path
+    (-1, 0, 1, 0, 3, 1),  # depth order differs from joint order: the generic path with its reordering
+])
+def test_kinematic_chain_paths_match_tree_walk(parents):
+    from mlx_hands.models.geometry import axis_angle_to_rotmat
+    from mlx_hands.models.lbs import _world, chain_layout
+
+    assert (chain_layout(parents) is not None) == (len(parents) == 16)
+    rng = np.random.default_rng(0)
+    B, J = 3, len(parents)
+    R = axis_angle_to_rotmat(mx.array(rng.normal(0, 0.8, (B, J, 3)).astype(np.float32)))
+    joints = rng.normal(0, 0.05, (B, J, 3)).astype(np.float32)
+    Rw, tw = _world(R, mx.array(joints), parents)
+    R_ref, t_ref = _tree_reference(np.array(R), joints, parents)
+    np.testing.assert_allclose(np.array(Rw), R_ref, atol=1e-6)
+    np.testing.assert_allclose(np.array(tw), t_ref, atol=1e-7)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 4, 6, 3), (1, 3, 7, 8, 16)])
+def test_conv_transpose_as_gemm_matches_mlx(shape):
+    import mlx.nn as nn
+
+    from mlx_hands.models.refinenet import _is_up2, conv_transpose_up2
+
+    B, H, W, Ci, Co = shape
+    mx.random.seed(1)
+    layer = nn.ConvTranspose2d(Ci, Co, 4, stride=2, padding=1, bias=False)
+    x = mx.random.normal((B, H, W, Ci))
+    assert _is_up2(layer)
+    np.testing.assert_allclose(np.array(conv_transpose_up2(x, layer.weight)), np.array(layer(x)), atol=1e-5)
+
+
+def test_refinenet_deconv_gemm_switch_keeps_output():
+    model = bench.random_model(TINY)
+    crops = mx.array(bench.make_crops(2))
+    model.refine_net.deconv.deconv_gemm = False
+    a = model(crops)
+    model.refine_net.deconv.deconv_gemm = True
+    b = model(crops)
+    np.testing.assert_allclose(np.array(a.vertices), np.array(b.vertices), atol=1e-6)
+
+
+def test_add_layer_norm_fallback_is_add_then_layer_norm():
+    from mlx_hands.models.kernels import add_layer_norm
+
+    x, y = mx.random.normal((2, 7, 32)), mx.random.normal((2, 7, 32))
+    w, b = mx.random.normal((32,)), mx.random.normal((32,))
+    s, n = add_layer_norm(x, y, w, b, 1e-6, fused=False)
+    np.testing.assert_allclose(np.array(s), np.array(x + y), atol=0)
+    ref = (np.array(x + y) - np.array(x + y).mean(-1, keepdims=True)) / np.sqrt(np.array(x + y).var(-1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(np.array(n), ref * np.array(w) + np.array(b), atol=1e-4)

@@ -82,9 +82,11 @@ def run(args) -> int:
     results, floors = [], []
     ceilings = None
     if args.floors:
-        ceilings = {"bandwidth_gbs": bench.measure_bandwidth(), "matmul_tflops_bf16": bench.measure_matmul()}
-        print(f"measured: memory bandwidth {ceilings['bandwidth_gbs']:.0f} GB/s, "
-              f"bf16 matrix rate {ceilings['matmul_tflops_bf16']:.0f} TFLOP/s", flush=True)
+        gpu = mx.default_device().type == mx.DeviceType.gpu
+        ceilings = {"bandwidth_gbs": bench.measure_bandwidth(), "matmul_tflops": bench.measure_matmul(),
+                    "matmul_dtype": "bfloat16" if gpu else "float32"}
+        print(f"measured: memory bandwidth {ceilings['bandwidth_gbs']:.1f} GB/s, {ceilings['matmul_dtype']} "
+              f"matrix rate {ceilings['matmul_tflops'] * 1e3:.0f} GFLOP/s", flush=True)
 
     for precision, bits in variants:
         label = f"q{bits}" if bits else precision
@@ -121,7 +123,8 @@ def run(args) -> int:
     print(bench.format_table(results))
     if floors:
         print()
-        print("| precision | batch | weights / bandwidth ms | FLOPs / bf16 rate ms | p50 ms | p50 / larger floor |")
+        print(f"| precision | batch | weights / bandwidth ms | FLOPs / {ceilings['matmul_dtype']} rate ms | p50 ms "
+              "| p50 / larger floor |")
         print("|---|---|---|---|---|---|")
         for f in floors:
             print(f"| {f['precision']} | {f['batch']} | {f['bytes_ms']:.2f} | {f['flops_ms']:.2f} | {f['p50']:.2f} "
@@ -136,7 +139,7 @@ def run(args) -> int:
 
 
 def _floor_row(bench, config, model, r, ceilings) -> dict:
-    f = bench.floors(config, model, ceilings["bandwidth_gbs"], ceilings["matmul_tflops_bf16"], r.batch)
+    f = bench.floors(config, model, ceilings["bandwidth_gbs"], ceilings["matmul_tflops"], r.batch)
     p50 = r.stats["p50"]
     return {"precision": r.precision, "batch": r.batch, **f, "p50": p50, "ratio": p50 / max(f.values()),
             "weight_bytes": bench.weight_bytes(model)}

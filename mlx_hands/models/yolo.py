@@ -179,6 +179,9 @@ class YOLOPose(nn.Module):
 
     def _forward(self, x: mx.array, decode: bool = True) -> mx.array:
         m = self.model
+        # run in the weights' dtype: a float32 image against bfloat16 weights would promote every
+        # convolution (and a cast of every weight) to float32
+        x = x.astype(m[0].conv.weight.dtype)
         saved = {}
         for i in range(10):
             x = m[i](x)

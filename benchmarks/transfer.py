@@ -1,0 +1,68 @@
+"""Where the model stage's host<->device time goes at large batch (MLX's CUDA backend keeps host-created
+arrays in managed memory): input creation alone, then the model stage under allocator settings.
+
+    python benchmarks/transfer.py -b 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mlx_hands.blas import use_system_blas  # noqa: E402
+
+use_system_blas()
+import mlx.core as mx  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mlx_hands import bench  # noqa: E402
+
+
+def med(fn, n=20):
+    for _ in range(3):
+        fn()
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts)) * 1e3
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("-b", "--batch", type=int, default=64)
+    p.add_argument("-p", "--precision", default="bfloat16")
+    args = p.parse_args()
+    crops = [bench.make_crops(args.batch, i) for i in range(3)]
+    i = [0]
+
+    def nxt():
+        i[0] += 1
+        return crops[i[0] % 3]
+
+    print(f"mx.array(crops) + eval: {med(lambda: mx.eval(mx.array(nxt()))):.2f} ms")
+    print(f"mx.array(crops) + sum on device: {med(lambda: mx.eval(mx.array(nxt()).astype(mx.float32).sum())):.2f} ms")
+    trimmed = [np.ascontiguousarray(c[:, :, 32:224]) for c in crops]
+    print(f"trimmed (256x192) + sum: {med(lambda: mx.eval(mx.array(trimmed[i[0] % 3]).astype(mx.float32).sum())):.2f} ms")
+    model = bench.random_model(precision=args.precision)
+    run = bench.mlx_model_stage(model)
+    print(f"model stage default: {med(lambda: run(nxt())):.2f} ms")
+    x = mx.array(crops[0])
+    mx.eval(x)
+    print(f"forward on a device-resident input: {med(lambda: mx.eval(model(x).vertices)):.2f} ms")
+
+    def fresh():
+        mx.clear_cache()
+        run(nxt())
+
+    print(f"model stage, clear_cache before each call: {med(fresh):.2f} ms")
+    mx.set_cache_limit(0)
+    print(f"model stage, cache limit 0: {med(lambda: run(nxt())):.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
