@@ -14,6 +14,7 @@ _LAZY = {
     "WiLoRConfig": ("mlx_hands.config", "WiLoRConfig"),
     "convert": ("mlx_hands.convert", "convert"),
     "load_wilor": ("mlx_hands.weights", "load_wilor"),
+    "quantize_model": ("mlx_hands.quantize", "quantize_model"),
 }
 
 __all__ = ["__version__", *_LAZY]

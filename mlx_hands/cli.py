@@ -35,8 +35,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         if chosen in (None, name) or chosen not in COMMANDS:
             try:
                 mod = _command(name)
-            except ImportError:
-                continue  # verb not available in this build
+            except ImportError as e:  # a missing optional dependency: say so when the verb is used
+                sub.add_parser(name, help=f"{help_text} (unavailable: {e})").set_defaults(unavailable=str(e))
+                continue
             mod.add_parser(sub, help_text)
         else:
             sub.add_parser(name, help=help_text)  # listed in --help without importing its module
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
+        if getattr(args, "unavailable", None):
+            raise CLIError(f"this command needs a package that is not installed: {args.unavailable}")
         return int(_command(args.command).run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
