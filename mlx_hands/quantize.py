@@ -4,7 +4,7 @@ Quantization is data, as in mlx-lm: `quantize_model` swaps the chosen `nn.Linear
 `nn.QuantizedLinear` and returns the entry that config.json records,
 
     "quantization": {"group_size": 64, "bits": 4, "mode": "affine",
-                     "backbone.blocks.31.mlp.fc2": {"group_size": 64, "bits": 8, "mode": "affine"}}
+                     "backbone.blocks.0.attn.qkv": {"group_size": 64, "bits": 8, "mode": "affine"}, ...}
 
 (layer paths relative to the WiLoR network; per-layer entries only where a layer differs from the
 default). Loading rebuilds the same structure before the strict load: a layer is quantized when
@@ -154,7 +154,8 @@ def quantize_model(
     if existing is not None:
         raise ValueError(f"the model is already quantized ({_describe(existing)}); quantize a float model instead "
                          f"(load it from a float checkpoint)")
-    overrides = {**({} if uniform else sensitive_overrides(model, bits, group_size)), **(overrides or {})}
+    user = dict(overrides or {})
+    overrides = {**({} if uniform else sensitive_overrides(model, bits, group_size)), **user}
     for path, o in overrides.items():
         if isinstance(o, dict):
             check_settings(o.get("bits", bits), o.get("group_size", group_size), o.get("mode", mode))
@@ -172,6 +173,8 @@ def quantize_model(
         if isinstance(o, dict):
             s = {"group_size": group_size, "bits": bits, "mode": mode, **o}
             if module.weight.shape[1] % s["group_size"]:
+                if path not in user:
+                    return False  # the default policy skips what cannot be grouped, as for the rest
                 raise ValueError(f"{path}: input width {module.weight.shape[1]} is not a multiple of group size "
                                  f"{s['group_size']}")
             return s

@@ -87,6 +87,12 @@ def test_layers_whose_width_does_not_divide_stay_float(golden):  # noqa: F811
     # tiny blocks: qkv/proj/fc1 read 64 features, fc2 reads 256: only fc2 splits into groups of 128
     model = _quantized(golden, 8, 128, uniform=True)
     assert set(quantized_layers(model)) == {"backbone.blocks.0.mlp.fc2", "backbone.blocks.1.mlp.fc2"}
+    # the default policy skips them too (its 8-bit layers of block 0 included)
+    layers = quantized_layers(_quantized(golden, 4, 128))
+    assert layers == {"backbone.blocks.0.mlp.fc2": {"group_size": 128, "bits": 8, "mode": "affine"},
+                      "backbone.blocks.1.mlp.fc2": {"group_size": 128, "bits": 4, "mode": "affine"}}
+    with pytest.raises(ValueError, match=r"backbone\.blocks\.0\.attn\.qkv: input width 64 is not a multiple"):
+        _quantized(golden, 4, 128, overrides={"backbone.blocks.0.attn.qkv": {"bits": 8}})  # asked for: an error
 
 
 def test_overrides_are_recorded(golden):  # noqa: F811
