@@ -27,6 +27,7 @@ import mlx.core as mx
 import numpy as np
 
 from .config import ManoConfig, WiLoRConfig
+from .models.transfer import to_device
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ def mlx_model_stage(model) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     """host uint8 crops -> every WiLoROutput field as a numpy array (the timed unit of the model stage)."""
 
     def run(crops: np.ndarray) -> dict[str, np.ndarray]:
-        out = model(mx.array(crops))
+        out = model(to_device(crops))
         arrays = {f.name: getattr(out, f.name) for f in fields(out)}
         mx.eval(arrays)
         return {k: np.array(v) for k, v in arrays.items()}

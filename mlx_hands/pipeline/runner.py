@@ -21,6 +21,7 @@ import mlx.core as mx
 import numpy as np
 
 from . import postprocess, preprocess
+from ..models.transfer import to_device
 from .images import load_image
 from .types import Hand
 
@@ -83,8 +84,8 @@ class HandPosePipeline:
     """Detector + WiLoR around numpy images.
 
     model: a WiLoR model (`model(crops mx (B, 256, 256, 3) RGB 0..255) -> WiLoROutput`, `model.faces`).
-    detector: the YOLOv8-pose hand detector (`detector(mx (1, h, w, 3)) -> raw head output`), or None: then
-        only predict_with_boxes works.
+    detector: the YOLOv8-pose hand detector (`detector(mx (1, h, w, 3) uint8 letterboxed RGB) -> decoded head
+        output`), or None: then only predict_with_boxes works.
     conf, iou, max_det, imgsz: detector settings (WiLoR's demo: 0.3, ultralytics' 0.7 and 300; imgsz None = the
         detector config's). rescale_factor: crop side / max box side (2.5 as WiLoR-mini; the original demo 2.0).
     focal_length: the crop camera's F in WiLoR units (default: the model config's, 5000); focal_length_px: a
@@ -217,6 +218,7 @@ class HandPosePipeline:
             iou=self.iou if iou is None else iou,
             max_det=self.max_det if max_det is None else max_det,
             kpt_shape=tuple(getattr(cfg, "kpt_shape", (21, 3))),
+            uint8_input=True,
         )
 
     def faces(self, is_right: bool = True) -> np.ndarray:
@@ -226,7 +228,7 @@ class HandPosePipeline:
 
     # ---------------------------------------------------------------- internals
     def _detector_fn(self, batch: np.ndarray):
-        out = self.detector(mx.array(batch))
+        out = self.detector(to_device(batch))
         mx.eval(out)
         return _to_numpy(out)
 
@@ -251,7 +253,7 @@ class HandPosePipeline:
             # the network's own focal F (crop pixels) follows the full-image camera: F = f * 256 / max(W, H)
             user_camera = K is not None or focal_length_px is not None or self.focal_length_px is not None
             F = (camera.fx + camera.fy) / 2 * self.patch_size / max(W, H) if user_camera else self.focal_length
-            out = self.model(mx.array(crops), focal_length=F)  # every hand of the frame in one batch
+            out = self.model(to_device(crops), focal_length=F)  # every hand of the frame in one batch
             names = ["cam", "keypoints_3d", "global_orient", "hand_pose", "betas"]
             if include_vertices:
                 names.append("vertices")
