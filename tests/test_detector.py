@@ -17,6 +17,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 from mlx_hands.config import DetectorConfig
 from mlx_hands.convert import yolo as conv
+from mlx_hands.models.transfer import to_device
 from mlx_hands.models.yolo import YOLOPose
 from mlx_hands.pipeline import detection as D
 
@@ -191,6 +192,22 @@ def test_detect_end_to_end_matches_ultralytics(converted, golden):
             np.testing.assert_allclose(d.scores, golden[f"scores{i}_{j}"], rtol=0, atol=SCORE_ATOL)
             np.testing.assert_allclose(_masked(d.keypoints), golden[f"kpts{i}_{j}"], rtol=0, atol=PX_ATOL)
     assert seen[0] == ((1, 128, 96, 3), np.float32)
+
+
+def test_uint8_input_is_the_float_input(converted, golden):
+    """The pipeline sends the letterboxed uint8 pixels (a quarter of the bytes) and the network divides by
+    255 in float32 as the host does: the same numbers."""
+    model, cfg, _ = converted
+    rgb = _images(golden)[0]
+    x8 = D.preprocess(rgb, cfg.imgsz, scale=False)
+    assert x8.dtype == np.uint8 and x8.shape == golden["input0"].shape
+    x32 = D.preprocess(rgb, cfg.imgsz)
+    np.testing.assert_array_equal(x32, x8.astype(np.float32) / np.float32(255))
+    np.testing.assert_array_equal(np.array(model(mx.array(x8))), np.array(model(mx.array(x32))))
+    d8 = D.detect(lambda b: np.array(model(to_device(b))), rgb, imgsz=cfg.imgsz, uint8_input=True)
+    d32 = D.detect(lambda b: np.array(model(mx.array(b))), rgb, imgsz=cfg.imgsz)
+    np.testing.assert_array_equal(d8.boxes, d32.boxes)
+    np.testing.assert_array_equal(d8.keypoints, d32.keypoints)
 
 
 # ------------------------------------------------------------------------------------------------

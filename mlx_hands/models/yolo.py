@@ -164,7 +164,8 @@ class YOLOPose(nn.Module):
         ]
 
     def __call__(self, x: mx.array, decode: bool = True) -> mx.array:
-        """x (B, H, W, 3) RGB in [0, 1], H and W multiples of 32.
+        """x (B, H, W, 3) RGB in [0, 1], H and W multiples of 32; or uint8 0..255 (divided by 255 here, in
+        float32, as ultralytics does on the host).
 
         decode=True -> (B, 4 + nc + nk, A) float32 as ultralytics' Pose head in eval: xywh boxes and
         keypoint x, y in input pixels, class and keypoint-visibility sigmoids. decode=False -> the raw head
@@ -181,6 +182,8 @@ class YOLOPose(nn.Module):
         m = self.model
         # run in the weights' dtype: a float32 image against bfloat16 weights would promote every
         # convolution (and a cast of every weight) to float32
+        if x.dtype == mx.uint8:
+            x = x.astype(mx.float32) / 255.0
         x = x.astype(m[0].conv.weight.dtype)
         saved = {}
         for i in range(10):

@@ -239,14 +239,20 @@ def postprocess(
     return results
 
 
-def preprocess(image_rgb: np.ndarray, imgsz: int | tuple[int, int], *, auto: bool = True, stride: int = STRIDE) -> np.ndarray:
-    """(H, W, 3) RGB uint8 -> network input (1, h, w, 3) float32 in [0, 1], letterboxed with 114."""
+def preprocess(image_rgb: np.ndarray, imgsz: int | tuple[int, int], *, auto: bool = True, stride: int = STRIDE,
+               scale: bool = True) -> np.ndarray:
+    """(H, W, 3) RGB uint8 -> network input (1, h, w, 3) float32 in [0, 1], letterboxed with 114.
+
+    scale=False: the letterboxed uint8 pixels, for a model that divides by 255 itself (a quarter of the
+    bytes to move to a GPU)."""
     if not isinstance(image_rgb, np.ndarray) or image_rgb.dtype != np.uint8 or image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
         got = f"{image_rgb.dtype} array of shape {image_rgb.shape}" if isinstance(image_rgb, np.ndarray) else type(image_rgb).__name__
         raise ValueError(f"image must be an (H, W, 3) RGB uint8 array, got {got}")
     if min(image_rgb.shape[:2]) < 1:
         raise ValueError(f"image is empty: shape {image_rgb.shape}")
     img, _, _ = letterbox(image_rgb, check_imgsz(imgsz, stride), auto=auto, stride=stride)
+    if not scale:
+        return np.ascontiguousarray(img)[None]
     return (img.astype(np.float32) / np.float32(255))[None]
 
 
@@ -261,13 +267,15 @@ def detect(
     classes=None,
     auto: bool = True,
     kpt_shape: tuple[int, int] = (21, 3),
+    uint8_input: bool = False,
 ) -> Detections:
     """Detect hands in one (H, W, 3) RGB uint8 image, as ultralytics' predictor does for one image.
 
     model_fn maps the float32 NHWC batch (1, h, w, 3) (RGB in [0, 1], h and w multiples of 32) to the
-    decoded head output (1, 4 + nc + K*D, A) as numpy.
+    decoded head output (1, 4 + nc + K*D, A) as numpy; with uint8_input=True it receives the uint8
+    pixels (0..255) instead and divides by 255 itself (YOLOPose does).
     """
-    x = preprocess(image_rgb, imgsz, auto=auto)
+    x = preprocess(image_rgb, imgsz, auto=auto, scale=not uint8_input)
     raw = np.asarray(model_fn(x))
     return postprocess(
         raw, x.shape[1:3], image_rgb.shape[:2], conf=conf, iou=iou, max_det=max_det, classes=classes, kpt_shape=kpt_shape
