@@ -375,21 +375,27 @@ def time_forward(model: WiLoR, batch: int, trials: int, seed: int = 1) -> float:
 # ---------------------------------------------------------------- scans
 
 
-def scan_groups(config: WiLoRConfig) -> dict[str, list[str]]:
-    """Layer groups for --scan: each layer kind across all blocks, then each block."""
-    kinds = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+KINDS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+
+
+def scan_groups(config: WiLoRConfig, by: str = "group") -> dict[str, list[str]]:
+    """Layer groups for --scan: each layer kind across all blocks, then each block (by="group"), or
+    every transformer linear on its own (by="layer")."""
     n = config.vit.depth
-    groups = {f"all {k}": [f"backbone.blocks.{i}.{k}" for i in range(n)] for k in kinds}
-    groups.update({f"block {i}": [f"backbone.blocks.{i}.{k}" for k in kinds] for i in range(n)})
+    if by == "layer":
+        return {f"{i}.{k}": [f"backbone.blocks.{i}.{k}"] for i in range(n) for k in KINDS}
+    groups = {f"all {k}": [f"backbone.blocks.{i}.{k}" for i in range(n)] for k in KINDS}
+    groups.update({f"block {i}": [f"backbone.blocks.{i}.{k}" for k in KINDS] for i in range(n)})
     return groups
 
 
-def scan(reference: WiLoR, mano: dict, ref_out: dict, crops, spec: dict, batch: int, emulate: bool) -> dict:
+def scan(reference: WiLoR, mano: dict, ref_out: dict, crops, spec: dict, batch: int, emulate: bool,
+         by: str = "group") -> dict:
     """Quantize one group at a time (the rest float32): which layers the error comes from."""
     q = dict(spec["quantize"], uniform=True)
     results = {}
     all_layers = [p for p, m in reference.named_modules() if isinstance(m, nn.Linear) and ".blocks." in p]
-    for name, layers in scan_groups(reference.config).items():
+    for name, layers in scan_groups(reference.config, by).items():
         keep = {p: False for p in all_layers if p not in layers}
         model = build_variant(reference, mano, {"quantize": dict(q, overrides=keep)}, emulate)
         r = compare(ref_out, run_model(model, crops, batch))
@@ -434,6 +440,10 @@ def main(argv=None):
     p.add_argument("--emulate", action="store_true",
                    help="run quantized layers as float32 matmuls on dequantized weights (fast; for scans)")
     p.add_argument("--scan", metavar="VARIANT", help="per-layer-group error of a quantized variant")
+    p.add_argument("--scan-by", choices=("group", "layer"), default="group",
+                   help="--scan granularity: layer kinds and blocks, or every linear alone")
+    p.add_argument("--overrides", type=Path,
+                   help="JSON {layer path: {bits, group_size} or false} applied on top of each quantized variant")
     p.add_argument("--time", type=int, nargs="*", metavar="BATCH", help="also time each variant at these batch sizes")
     p.add_argument("--trials", type=int, default=3)
     p.add_argument("--time-only", action="store_true", help="skip the accuracy comparison")
@@ -474,10 +484,15 @@ def main(argv=None):
     elif args.scan:
         spec = parse_variant(args.scan)
         print(f"scan of {args.scan}:", flush=True)
-        report["scan"] = {args.scan: scan(reference, mano, ref_out, crops, spec, args.batch, args.emulate)}
+        report["scan"] = {args.scan: scan(reference, mano, ref_out, crops, spec, args.batch, args.emulate,
+                                          args.scan_by)}
     else:
+        extra = json.loads(args.overrides.read_text()) if args.overrides else None
         for name in args.variants:
             spec = parse_variant(name)
+            if extra and "quantize" in spec:
+                q = spec["quantize"]
+                spec = {**spec, "quantize": {**q, "overrides": {**q.get("overrides", {}), **extra}}}
             model = build_variant(reference, mano, spec)
             size = file_size(model, spec.get("dtype", "float32"))
             layers = quantized_layers(model)
