@@ -172,7 +172,7 @@ def set_precision(model, dtype: str | None = None, quantize=None, source: str = 
                          f"it cannot be re-quantized to {q['bits']}-bit, group size {q['group_size']}: load a float "
                          f"model with quantize=, or a directory written with those settings")
     quantize_model(model, q["bits"], q["group_size"], mode=q["mode"], overrides=q.get("overrides"),
-                   uniform=bool(q.get("uniform")))
+                   uniform=bool(q.get("uniform")), calibration=q.get("calibration"))
 
 
 def load_wilor(path: str | Path, *, mano_path: str | Path | None = None, dtype: str | None = None, quantize=None):

@@ -311,3 +311,95 @@ def test_convert_with_quantization(tmp_path, golden, monkeypatch, capsys):  # no
                  "--dtype", "bfloat16"]) == 0
     config = load_config(tmp_path / "cli8")
     assert config["quantization"]["bits"] == 8 and config["dtype"] == "bfloat16"
+
+
+# ---------------------------------------------------------------- GPTQ (calibrated levels)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_pack_levels_is_mlx_layout(bits):
+    from mlx_hands.quantize import pack_levels
+
+    w = mx.array(np.random.default_rng(bits).normal(size=(8, 128)).astype(np.float32))
+    packed, scales, biases = mx.quantize(w, 32, bits)
+    deq = np.array(mx.dequantize(packed, scales, biases, 32, bits))
+    levels = np.rint((deq - np.repeat(np.array(biases), 32, 1)) / np.repeat(np.array(scales), 32, 1))
+    assert levels.min() >= 0 and levels.max() <= 2**bits - 1
+    np.testing.assert_array_equal(pack_levels(levels.astype(np.int64), bits), np.array(packed))
+
+
+@pytest.mark.parametrize("bits, group_size", [(4, 32), (4, 64), (8, 64)])
+def test_gptq_layer_beats_rounding_on_correlated_inputs(bits, group_size):
+    """On inputs with correlated features (as activations are), GPTQ's output error is smaller than
+    round-to-nearest's, and its parts dequantize through MLX to exactly scales * levels + biases."""
+    from mlx_hands.quantize import gptq_quantize, pack_levels
+
+    rng = np.random.default_rng(0)
+    n_in, n_out = 128, 48
+    mix = rng.normal(size=(n_in, n_in)) * np.exp(-np.arange(n_in) / 16)[:, None]  # decaying spectrum
+    x = (rng.normal(size=(4096, n_in)) @ mix).astype(np.float32)
+    w = rng.normal(0, 0.02, (n_out, n_in)).astype(np.float32)
+    levels, scales, biases = gptq_quantize(w, x.T @ x / len(x), bits, group_size)
+    assert levels.max() <= 2**bits - 1 and scales.shape == (n_out, n_in // group_size)
+    mine = np.repeat(scales, group_size, 1) * levels + np.repeat(biases, group_size, 1)
+    deq = np.array(mx.dequantize(mx.array(pack_levels(levels, bits)), mx.array(scales), mx.array(biases),
+                                 group_size, bits))
+    np.testing.assert_allclose(deq, mine, rtol=0, atol=1e-7)
+    rtn = np.array(mx.dequantize(*mx.quantize(mx.array(w), group_size, bits), group_size, bits))
+    err_gptq = np.linalg.norm(x @ (mine - w).T)
+    err_rtn = np.linalg.norm(x @ (rtn - w).T)
+    assert err_gptq < 0.8 * err_rtn
+
+
+def _calibration(golden):  # noqa: F811
+    """Crops other than the test crops: the golden crops mirrored and shifted."""
+    c = np.asarray(golden["crops"], np.float32)
+    return np.concatenate([c[:, :, ::-1], np.roll(c, 37, axis=1), np.roll(c, -53, axis=2)])
+
+
+def test_calibrated_quantization_is_more_accurate(golden):  # noqa: F811
+    ref_v, ref_k = _out(load_golden_model(golden), golden)
+    err = {}
+    for name, calib in (("rtn", None), ("gptq", _calibration(golden))):
+        v, k = _out(_quantized(golden, 4, 32, uniform=True, calibration=calib), golden)
+        err[name] = max(np.abs(v - ref_v).max(), np.abs(k - ref_k).max())
+    assert 0 < err["gptq"] < 0.7 * err["rtn"]
+
+
+def test_calibrated_dir_round_trip_and_cli(converted, tmp_path, golden, capsys):  # noqa: F811
+    np.save(tmp_path / "crops.npy", _calibration(golden).astype(np.uint8))
+    dst = quantize_dir(converted, tmp_path / "g4", bits=4, group_size=32, uniform=True,
+                       calibrate=[tmp_path / "crops.npy"])
+    direct = _quantized(golden, 4, 32, uniform=True, calibration=_calibration(golden).astype(np.uint8))
+    v, _ = _out(load_wilor(dst), golden)  # no flags: the file says how it is quantized
+    np.testing.assert_allclose(v, _out(direct, golden)[0], rtol=0, atol=1e-6)
+    assert main(["quantize", str(converted), "-o", str(tmp_path / "c8"), "--q-bits", "8",
+                 "--calibrate", str(tmp_path / "crops.npy")]) == 0
+    assert load_config(tmp_path / "c8")["quantization"]["bits"] == 8
+    capsys.readouterr()
+    # errors: one line each
+    assert main(["quantize", str(converted), "-o", str(tmp_path / "x"), "--dtype", "float16", "--no-quantize",
+                 "--calibrate", str(tmp_path / "crops.npy")]) == 2
+    assert "--calibrate only serves quantization" in capsys.readouterr().err
+    photo = tmp_path / "hand.png"
+    import cv2
+
+    cv2.imwrite(str(photo), np.full((64, 64, 3), 128, np.uint8))
+    assert main(["quantize", str(converted), "-o", str(tmp_path / "y"), "--calibrate", str(photo)]) == 2
+    assert "needs the hand detector" in capsys.readouterr().err
+    np.save(tmp_path / "bad.npy", np.zeros((2, 128, 128, 3), np.uint8))
+    assert main(["quantize", str(converted), "-o", str(tmp_path / "z"), "--calibrate", str(tmp_path / "bad.npy")]) == 2
+    assert "expected crops of shape" in capsys.readouterr().err
+    assert main(["quantize", str(converted), "-o", str(tmp_path / "z"), "--calibrate", str(tmp_path / "none.npy")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("crops, match", [
+    (np.zeros((2, 64, 64, 3), np.uint8), "must have shape"),
+    (np.zeros((0, 256, 256, 3), np.uint8), "empty"),
+    (np.full((2, 256, 256, 3), 300.0, np.float32), "0..255"),
+    (np.zeros((2, 256, 256, 3), np.int32), "uint8 or float"),
+])
+def test_bad_calibration_crops(golden, crops, match):  # noqa: F811
+    with pytest.raises(ValueError, match=match):
+        _quantized(golden, 4, 64, calibration=crops)
