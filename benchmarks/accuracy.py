@@ -14,6 +14,8 @@ u = 5000 * (X + tx) / (Z + tz) + 128 (v likewise), as WiLoR's training projectio
         python benchmarks/accuracy.py --batch 4 --out accuracy.json
     # real weights: a converted folder, a folder of original files or a Hub repository, and your MANO
     python benchmarks/accuracy.py --model path/to/converted --crops my_crops.npz
+    # GPTQ variants with real weights need hand crops or photos to calibrate on
+    python benchmarks/accuracy.py --model path/to/converted --crops my_crops.npz --calibration my_photos/
     # which layers dominate an error: quantize one block / one layer kind at a time
     python benchmarks/accuracy.py --scan int4-uniform --emulate --num-crops 4
 
@@ -58,7 +60,14 @@ VARIANTS = {  # name -> from_pretrained(dtype=..., quantize=...) arguments
     "int4-uniform": {"quantize": {"bits": 4, "group_size": 64, "uniform": True}},
     "int4-uniform-g32": {"quantize": {"bits": 4, "group_size": 32, "uniform": True}},
     "int4-uniform-g128": {"quantize": {"bits": 4, "group_size": 128, "uniform": True}},
+    # GPTQ levels (mlx-hands quantize --calibrate), calibrated on crops other than the test crops
+    "int8-gptq": {"quantize": {"bits": 8, "group_size": 64, "calibration": "crops"}},
+    "int4-gptq": {"quantize": {"bits": 4, "group_size": 64, "calibration": "crops"}},
+    "int4-uniform-gptq": {"quantize": {"bits": 4, "group_size": 64, "uniform": True, "calibration": "crops"}},
+    "int4-uniform-g32-gptq": {"quantize": {"bits": 4, "group_size": 32, "uniform": True, "calibration": "crops"}},
 }
+DEFAULT_VARIANTS = ["float16", "bfloat16", "int8", "int8-uniform", "int4", "int4-uniform", "int8-gptq", "int4-gptq",
+                    "int4-uniform-gptq"]
 SIZES = {"tiny": ViTConfig(dim=64, depth=2, num_heads=4), "full": ViTConfig()}
 
 # What the synthetic decoders are scaled to: the spread (std across crops) of each output, so that the
@@ -275,8 +284,13 @@ def synthetic_model(config: WiLoRConfig, mano: dict, seed: int, calib: np.ndarra
 # ---------------------------------------------------------------- variants and metrics
 
 
+CALIBRATION = None  # crops for the variants that ask for "calibration": "crops" (set in main)
+
+
 def build_variant(reference: WiLoR, mano: dict, spec: dict, emulate: bool = False) -> WiLoR:
     """The variant `spec` ({"dtype"} and/or {"quantize"}) of the float32 reference, as from_pretrained builds it."""
+    if spec.get("quantize", {}).get("calibration") == "crops":
+        spec = {**spec, "quantize": {**spec["quantize"], "calibration": CALIBRATION}}
     arrays = dict(tree_flatten(reference.parameters()))
     model = build_wilor(reference.config, arrays, None, "reference")
     set_precision(model, spec.get("dtype"), spec.get("quantize"), "reference")
@@ -436,7 +450,11 @@ def main(argv=None):
     p.add_argument("--num-crops", type=int, default=8)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"from {', '.join(VARIANTS)}")
+    p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, help=f"from {', '.join(VARIANTS)}")
+    p.add_argument("--calibration", nargs="+", metavar="PATH",
+                   help="for the *-gptq variants: photos, folders or .npy/.npz crops (default with synthetic "
+                        "weights: 32 synthetic crops other than the test crops)")
+    p.add_argument("--num-calibration", type=int, default=32)
     p.add_argument("--emulate", action="store_true",
                    help="run quantized layers as float32 matmuls on dequantized weights (fast; for scans)")
     p.add_argument("--scan", metavar="VARIANT", help="per-layer-group error of a quantized variant")
@@ -466,12 +484,29 @@ def main(argv=None):
         reference = synthetic_model(config, mano, args.seed, make_crops(8, args.seed + 200))
         source = f"synthetic trained-like weights (seed {args.seed}), procedural MANO-sized hand"
     print(f"reference ready in {time.perf_counter() - t0:.1f} s ({source})", flush=True)
+    global CALIBRATION
+    if args.calibration:
+        from mlx_hands.pipeline.calibration import calibration_crops
+        from mlx_hands.weights import load_detector
+
+        from mlx_hands.quantize import _numpy_fn
+
+        det = load_detector(args.model) if args.model and Path(args.model, "config.json").is_file() else None
+        CALIBRATION = calibration_crops(args.calibration, _numpy_fn(det) if det else None,
+                                        max_crops=args.num_calibration, imgsz=det.config.imgsz if det else 640,
+                                        kpt_shape=det.config.kpt_shape if det else (21, 3))
+    elif args.model:
+        if any("calibration" in VARIANTS[v].get("quantize", {}) for v in args.variants):
+            raise SystemExit("the *-gptq variants with --model need --calibration (photos of hands or crops)")
+    else:
+        CALIBRATION = make_crops(args.num_calibration, args.seed + 300)
 
     t0 = time.perf_counter()
     ref_out = run_model(reference, crops, args.batch) if not args.time_only else None
     ref_time = time.perf_counter() - t0
     report = {
         "source": source, "crops": len(crops), "batch": args.batch, "machine": platform.platform(),
+        "calibration_crops": None if CALIBRATION is None else len(CALIBRATION),
         "mlx": mx.__version__, "device": str(mx.default_device()),
         "reference_outputs": describe_outputs(ref_out) if ref_out else None,
         "variants": {"float32": {"size_bytes": file_size(reference, "float32"), "run_s": ref_time}},

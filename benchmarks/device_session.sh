@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The measurements behind BENCHMARKS.md, as run on a lent GPU machine (MLX's CUDA backend), from the repo root:
-#   bash benchmarks/device_session.sh PHASE      (PHASE: check | parity | final1 | matrix | final2 | ports | profile | variants | ab)
+#   bash benchmarks/device_session.sh PHASE      (PHASE: check | parity | final1 | matrix | final2 | ports | profile | variants | ab
+#                                                | prefetch | variants2 | route3)
 # Expects mlx (+ mlx-cuda) installed, and for the reference comparison a WiLoR-mini checkout and the
 # smplx/roma wheels under .refbench/ (git-ignored; see BENCHMARKS.md). Results go to $OUT (default out/).
 set -uo pipefail
@@ -67,6 +68,23 @@ case "$phase" in
       --max-seconds 4 --json "$OUT/seed_port.json"
     run timeout 150 $PY -m mlx_hands bench --eager -b 1 32 -p float32 bfloat16 --iters 30 --max-seconds 3 \
       --json "$OUT/bench_eager.json"
+    ;;
+  prefetch)
+    # host->GPU input prefetch A/B and the side-by-side against WiLoR-mini where it was lost (b >= 32)
+    run timeout 560 $PY benchmarks/interleaved.py --reference "$REF" -p bfloat16 float16 -b 1 32 64 --rounds 3 \
+      --iters 20 --no-prefetch-too --json "$OUT/interleaved2.json"
+    ;;
+  variants2)
+    # speed per precision variant (issue 5), b = 1 and 16; full route with 2 hands
+    run timeout 300 $PY -m mlx_hands bench -b 1 16 -p float32 float16 bfloat16 --iters 30 --max-seconds 3 \
+      --json "$OUT/bench_precisions.json"
+    run timeout 280 $PY -m mlx_hands bench -b 1 16 -p bfloat16 -q 8 4 --iters 20 --max-seconds 3 \
+      --json "$OUT/bench_quantized.json"
+    ;;
+  route3)
+    run timeout 200 $PY -m mlx_hands bench --stage route --hands 1 2 -p bfloat16 float16 --iters 50 --max-seconds 4 \
+      --json "$OUT/route3.json"
+    run timeout 300 $PY -m pytest -q -x -k "reference or float_crops or channel" --durations=5 tests/test_models.py
     ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac

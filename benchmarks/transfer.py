@@ -45,6 +45,23 @@ def main():
         return crops[i[0] % 3]
 
     print(f"mx.array(crops) + eval: {med(lambda: mx.eval(mx.array(nxt()))):.2f} ms")
+    from mlx_hands.models import transfer
+
+    def touch(x):
+        mx.eval(x.astype(mx.float32).sum())
+
+    def prefetched(sync):
+        x = transfer.to_device(nxt())
+        if sync:
+            mx.synchronize()
+        return x
+
+    print(f"to_device (prefetch issued): {med(lambda: prefetched(False)):.2f} ms")
+    print(f"to_device + first device read: {med(lambda: touch(prefetched(False))):.2f} ms")
+    print(f"mx.array + first device read: {med(lambda: touch(mx.array(nxt()))):.2f} ms")
+    keep = [mx.array(c) for c in crops]
+    mx.eval(keep)
+    print(f"device read of an array already read once: {med(lambda: touch(keep[i[0] % 3])):.2f} ms")
     print(f"mx.array(crops) + sum on device: {med(lambda: mx.eval(mx.array(nxt()).astype(mx.float32).sum())):.2f} ms")
     trimmed = [np.ascontiguousarray(c[:, :, 32:224]) for c in crops]
     print(f"trimmed (256x192) + sum: {med(lambda: mx.eval(mx.array(trimmed[i[0] % 3]).astype(mx.float32).sum())):.2f} ms")

@@ -474,8 +474,11 @@ def quantize_dir(
         from .pipeline.calibration import calibration_crops
         from .weights import load_detector
 
-        crops = calibration_crops(calibrate, load_detector(src) if "detector" in config else None,
-                                  max_crops=max_crops)
+        det = load_detector(src) if "detector" in config else None
+        crops = calibration_crops(calibrate, _numpy_fn(det) if det else None, max_crops=max_crops,
+                                  imgsz=det.config.imgsz if det else 640,
+                                  kpt_shape=det.config.kpt_shape if det else (21, 3))
+        del det
         log.info("calibrating on %d crops", len(crops))
     if "wilor" not in config:
         raise ValueError(f"{src} holds no WiLoR weights (config.json has no 'wilor' entry)")
@@ -494,6 +497,18 @@ def quantize_dir(
     if (src / MANO_FILE).is_file():
         shutil.copyfile(src / MANO_FILE, dst / MANO_FILE)
     return dst
+
+
+def _numpy_fn(network):
+    """An MLX network as a numpy -> numpy function (host input prefetched to the GPU)."""
+    from .models.transfer import to_device
+
+    def fn(batch):
+        out = network(to_device(batch))
+        mx.eval(out)
+        return np.array(out)
+
+    return fn
 
 
 def quantize_arrays(arrays: dict, config, bits: int, group_size: int, dtype: str = "float32",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .convert import add_quantization_args, quantization_args
@@ -49,4 +50,7 @@ def run(args) -> int:
                        calibrate=args.calibrate, max_crops=args.calibrate_max)
     size = (Path(dst) / "model.safetensors").stat().st_size / 1e6
     print(f"wrote {dst} (model.safetensors {size:.1f} MB)")
+    if q_bits == 4 and not args.calibrate:
+        print("note: 4-bit levels rounded to nearest; --calibrate PHOTOS (GPTQ) measured ~10x more accurate "
+              "(BENCHMARKS.md)", file=sys.stderr)
     return 0

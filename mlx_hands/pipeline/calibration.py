@@ -47,17 +47,14 @@ def _image_files(paths) -> list[Path]:
     return files
 
 
-def calibration_crops(paths, detector=None, *, max_crops: int = MAX_CROPS, conf: float = CONF,
-                      imgsz: int | None = None) -> np.ndarray:
+def calibration_crops(paths, detector_fn=None, *, imgsz: int = 640, kpt_shape=(21, 3), max_crops: int = MAX_CROPS,
+                      conf: float = CONF) -> np.ndarray:
     """Photos (files or folders) and/or .npy/.npz crop arrays -> float32 crops (N, 256, 256, 3), RGB 0..255.
 
-    Hands in photos are found with `detector` (a YOLOPose) and cut as the pipeline does (rescale 2.5,
-    left hands mirrored); at most max_crops are kept.
+    Hands in photos are found with detector_fn (the letterboxed uint8 image (1, h, w, 3) -> the decoded head
+    output as numpy, see detection.detect) and cut as the pipeline does (rescale 2.5, left hands mirrored);
+    at most max_crops are kept.
     """
-    import mlx.core as mx
-
-    from ..models.transfer import to_device
-
     arrays, photos = [], []
     for p in map(Path, paths):
         (arrays if p.suffix.lower() in (".npy", ".npz") else photos).append(p)
@@ -71,21 +68,14 @@ def calibration_crops(paths, detector=None, *, max_crops: int = MAX_CROPS, conf:
                              f"got {a.shape}")
         crops += list(a.astype(np.float32))
     files = _image_files(photos)
-    if files and detector is None:
+    if files and detector_fn is None:
         raise ValueError("calibrating on photos needs the hand detector, and the model has none: pass crops as "
                          ".npy/.npz instead")
-
-    def model_fn(batch):
-        out = detector(to_device(batch))
-        mx.eval(out)
-        return np.array(out)
-
     for f in files:
         if len(crops) >= max_crops:
             break
         img = read_image(f)
-        det = detect(model_fn, img, imgsz=imgsz or detector.config.imgsz, conf=conf,
-                     kpt_shape=tuple(detector.config.kpt_shape), uint8_input=True)
+        det = detect(detector_fn, img, imgsz=imgsz, conf=conf, kpt_shape=tuple(kpt_shape), uint8_input=True)
         if len(det.boxes):
             c, _, _ = preprocess.crop_hands(img, det.boxes, det.is_right)
             crops += list(c)
