@@ -2,7 +2,7 @@
 drift hits both alike; prints each round and the median of the rounds' p50s.
 
     python benchmarks/interleaved.py --reference /path/to/WiLoR-mini -p bfloat16 float16 -b 32 64 --rounds 3
-    (--no-prefetch-too: also mlx with the host->GPU prefetch of the input off, mlx_hands/models/transfer.py)
+    (--transfer-modes staged prefetch plain: also mlx with each host->GPU input mode, mlx_hands/models/transfer.py)
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from mlx_hands import bench  # noqa: E402
 from mlx_hands.models import transfer  # noqa: E402
 
 
-def _without_prefetch(run):
+def _with_mode(run, mode):
     def wrapped(crops):
-        transfer.ENABLED = False
+        before, transfer.MODE = transfer.MODE, mode
         try:
             return run(crops)
         finally:
-            transfer.ENABLED = True
+            transfer.MODE = before
 
     return wrapped
 
@@ -41,8 +41,8 @@ def main():
     p.add_argument("-b", "--batch", type=int, nargs="+", default=[32, 64])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--iters", type=int, default=20)
-    p.add_argument("--no-prefetch-too", action="store_true",
-                   help="also time mlx with host inputs migrating on first touch (models/transfer.py off)")
+    p.add_argument("--transfer-modes", nargs="*", default=[], choices=transfer.MODES,
+                   help="also time mlx with each of these host->GPU input modes (mlx_hands/models/transfer.py)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     print("; ".join(f"{k} {v}" for k, v in bench.environment().items()))
@@ -50,8 +50,8 @@ def main():
     for precision in args.precision:
         impls = {"mlx": bench.mlx_model_stage(bench.random_model(precision=precision)),
                  "torch": bench.torch_reference_stage(args.reference, precision)[0]}
-        if args.no_prefetch_too:
-            impls["mlx-noprefetch"] = _without_prefetch(impls["mlx"])
+        for mode in args.transfer_modes:
+            impls[f"mlx-{mode}"] = _with_mode(impls["mlx"], mode)
         for r in range(args.rounds):
             for b in args.batch:
                 for name, run in impls.items():
@@ -61,14 +61,14 @@ def main():
                     print(f"round {r} {precision} b={b} {name}: p50 {res.stats['p50']:.2f} ms  "
                           f"p99 {res.stats['p99']:.2f} ms", flush=True)
         del impls
-    extra = " mlx without prefetch |" if args.no_prefetch_too else ""
+    extra = "".join(f" mlx, {m} |" for m in args.transfer_modes)
     print(f"\n| precision | batch | mlx p50 (median of rounds) | torch p50 | torch / mlx |{extra}")
-    print("|---|---|---|---|---|" + ("---|" if extra else ""))
+    print("|---|---|---|---|---|" + "---|" * len(args.transfer_modes))
     for precision in args.precision:
         for b in args.batch:
             m, t = np.median(p50s[(precision, b, "mlx")]), np.median(p50s[(precision, b, "torch")])
-            cell = f" {np.median(p50s[(precision, b, 'mlx-noprefetch')]):.2f} |" if extra else ""
-            print(f"| {precision} | {b} | {m:.2f} | {t:.2f} | {t / m:.2f} |{cell}")
+            cells = "".join(f" {np.median(p50s[(precision, b, f'mlx-{mode}')]):.2f} |" for mode in args.transfer_modes)
+            print(f"| {precision} | {b} | {m:.2f} | {t:.2f} | {t / m:.2f} |{cells}")
     if args.json:
         args.json.write_text(json.dumps({f"{k[0]} b={k[1]} {k[2]}": v for k, v in p50s.items()}, indent=1))
 

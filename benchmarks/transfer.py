@@ -36,6 +36,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("-b", "--batch", type=int, default=64)
     p.add_argument("-p", "--precision", default="bfloat16")
+    p.add_argument("--model", action="store_true", help="also the model stage under allocator settings (slow start)")
     args = p.parse_args()
     crops = [bench.make_crops(args.batch, i) for i in range(3)]
     i = [0]
@@ -56,8 +57,16 @@ def main():
             mx.synchronize()
         return x
 
-    print(f"to_device (prefetch issued): {med(lambda: prefetched(False)):.2f} ms")
-    print(f"to_device + first device read: {med(lambda: touch(prefetched(False))):.2f} ms")
+    for mode in transfer.MODES:
+        transfer.MODE = mode
+        print(f"to_device ({mode}): {med(lambda: prefetched(False)):.2f} ms")
+        print(f"to_device ({mode}) + first device read: {med(lambda: touch(prefetched(False))):.2f} ms")
+    transfer.MODE = "staged"
+    a = crops[0]
+    np.testing.assert_array_equal(np.array(transfer.to_device(a)), a)
+    f = a.astype(np.float32) / 3
+    np.testing.assert_array_equal(np.array(transfer.to_device(f)), f)
+    print("staged copies are exact")
     print(f"mx.array + first device read: {med(lambda: touch(mx.array(nxt()))):.2f} ms")
     keep = [mx.array(c) for c in crops]
     mx.eval(keep)
@@ -65,6 +74,8 @@ def main():
     print(f"mx.array(crops) + sum on device: {med(lambda: mx.eval(mx.array(nxt()).astype(mx.float32).sum())):.2f} ms")
     trimmed = [np.ascontiguousarray(c[:, :, 32:224]) for c in crops]
     print(f"trimmed (256x192) + sum: {med(lambda: mx.eval(mx.array(trimmed[i[0] % 3]).astype(mx.float32).sum())):.2f} ms")
+    if not args.model:
+        return
     model = bench.random_model(precision=args.precision)
     run = bench.mlx_model_stage(model)
     print(f"model stage default: {med(lambda: run(nxt())):.2f} ms")

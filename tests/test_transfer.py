@@ -1,0 +1,22 @@
+"""to_device: the same values as mx.array in every mode (on the CPU and Metal every mode is mx.array; the
+CUDA paths are checked by benchmarks/transfer.py on a GPU)."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_hands.models import transfer
+
+
+@pytest.mark.parametrize("mode", transfer.MODES)
+@pytest.mark.parametrize("a", [
+    np.random.default_rng(0).integers(0, 256, (5, 64, 96, 3), dtype=np.uint8),
+    np.random.default_rng(1).normal(size=(3, 256, 256, 3)).astype(np.float32),
+    np.arange(10, dtype=np.float32),
+    np.random.default_rng(2).integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)[:, :, ::-1],  # negative strides
+])
+def test_same_values_as_mx_array(monkeypatch, mode, a):
+    monkeypatch.setattr(transfer, "MODE", mode)
+    x = transfer.to_device(a)
+    assert x.dtype == mx.array(np.ascontiguousarray(a)).dtype and x.shape == a.shape
+    np.testing.assert_array_equal(np.array(x), a)
