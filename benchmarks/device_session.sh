@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The measurements behind BENCHMARKS.md, as run on a lent GPU machine (MLX's CUDA backend), from the repo root:
 #   bash benchmarks/device_session.sh PHASE      (PHASE: check | parity | final1 | matrix | final2 | ports | profile | variants | ab
-#                                                | prefetch | variants2 | route3)
+#                                                | prefetch | variants2 | route3 | staged)
 # Expects mlx (+ mlx-cuda) installed, and for the reference comparison a WiLoR-mini checkout and the
 # smplx/roma wheels under .refbench/ (git-ignored; see BENCHMARKS.md). Results go to $OUT (default out/).
 set -uo pipefail
@@ -85,6 +85,14 @@ case "$phase" in
     run timeout 200 $PY -m mlx_hands bench --stage route --hands 1 2 -p bfloat16 float16 --iters 50 --max-seconds 4 \
       --json "$OUT/route3.json"
     run timeout 300 $PY -m pytest -q -x -k "reference or float_crops or channel" --durations=5 tests/test_models.py
+    ;;
+  staged)
+    # staged host->GPU copy (models/transfer.py): exactness + timing, then side by side with WiLoR-mini
+    [ -f .ptx/ptx.tgz ] && tar xzf .ptx/ptx.tgz -C /tmp  # kernel cache of an earlier session, if carried
+    run timeout 100 $PY benchmarks/transfer.py -b 64
+    run timeout 100 $PY benchmarks/transfer.py -b 8
+    run timeout 420 $PY benchmarks/interleaved.py --reference "$REF" -p bfloat16 float16 -b 32 64 --rounds 3 \
+      --iters 20 --transfer-modes prefetch --json "$OUT/interleaved3.json"
     ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac

@@ -27,7 +27,7 @@ import mlx.core as mx
 import numpy as np
 
 from .config import ManoConfig, WiLoRConfig
-from .models.transfer import to_device
+from .models.transfer import from_device, to_device
 
 log = logging.getLogger(__name__)
 
@@ -221,9 +221,7 @@ def mlx_model_stage(model) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
 
     def run(crops: np.ndarray) -> dict[str, np.ndarray]:
         out = model(to_device(crops))
-        arrays = {f.name: getattr(out, f.name) for f in fields(out)}
-        mx.eval(arrays)
-        return {k: np.array(v) for k, v in arrays.items()}
+        return from_device({f.name: getattr(out, f.name) for f in fields(out)})
 
     return run
 

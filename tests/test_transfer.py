@@ -20,3 +20,16 @@ def test_same_values_as_mx_array(monkeypatch, mode, a):
     x = transfer.to_device(a)
     assert x.dtype == mx.array(np.ascontiguousarray(a)).dtype and x.shape == a.shape
     np.testing.assert_array_equal(np.array(x), a)
+
+
+def test_from_device_is_np_array_of_each():
+    arrays = {"a": mx.arange(12).reshape(3, 4).astype(mx.float32), "b": mx.ones((2, 1, 3), mx.bfloat16) / 3,
+              "i": mx.arange(5), "c": mx.array([[1.5, 2.5]], mx.float16)}
+    out = transfer.from_device(arrays)
+    assert list(out) == list(arrays)
+    for k, v in arrays.items():
+        ref = np.array(v.astype(mx.float32)) if mx.issubdtype(v.dtype, mx.floating) else np.array(v)
+        assert out[k].dtype == ref.dtype and out[k].shape == ref.shape
+        np.testing.assert_array_equal(out[k], ref)
+    assert transfer.from_device({}) == {}
+    np.testing.assert_array_equal(transfer.from_device({"x": mx.zeros((2, 2), mx.float16)})["x"], np.zeros((2, 2)))

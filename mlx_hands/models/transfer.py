@@ -162,3 +162,21 @@ def to_device(a: np.ndarray) -> mx.array:
     if MODE == "prefetch" and driver.prefetch is not None and driver.has_context():
         _prefetch(driver, x)
     return x
+
+
+def from_device(arrays: dict[str, mx.array]) -> dict[str, np.ndarray]:
+    """Several MLX arrays -> numpy in one device -> host copy: the float ones are joined (as float32) into one
+    buffer on the device and split on the host. Each separate conversion costs a synchronised copy through
+    managed memory; for a model's handful of small outputs that overhead, not the bytes, is the cost."""
+    floats = {k: v for k, v in arrays.items() if mx.issubdtype(v.dtype, mx.floating)}
+    out = {k: np.array(v) for k, v in arrays.items() if k not in floats}
+    if len(floats) == 1:
+        (k, v), = floats.items()
+        out[k] = np.array(v.astype(mx.float32))
+    elif floats:
+        flat = np.array(mx.concatenate([v.astype(mx.float32).reshape(-1) for v in floats.values()]))
+        i = 0
+        for k, v in floats.items():
+            out[k] = flat[i : i + v.size].reshape(v.shape)
+            i += v.size
+    return {k: out[k] for k in arrays}

@@ -21,7 +21,7 @@ import mlx.core as mx
 import numpy as np
 
 from . import postprocess, preprocess
-from ..models.transfer import to_device
+from ..models.transfer import from_device, to_device
 from .images import load_image
 from .types import Hand
 
@@ -257,9 +257,7 @@ class HandPosePipeline:
             names = ["cam", "keypoints_3d", "global_orient", "hand_pose", "betas"]
             if include_vertices:
                 names.append("vertices")
-            arrays = [getattr(out, n) for n in names]
-            mx.eval(*arrays)
-            o = dict(zip(names, _to_numpy(arrays)))
+            o = from_device({n: getattr(out, n) for n in names})  # one device -> host copy
             timings["model"] = time.perf_counter() - t
 
             t = time.perf_counter()
