@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The measurements behind BENCHMARKS.md, as run on a lent GPU machine (MLX's CUDA backend), from the repo root:
 #   bash benchmarks/device_session.sh PHASE      (PHASE: check | parity | final1 | matrix | final2 | ports | profile | variants | ab
-#                                                | prefetch | variants2 | route3 | staged)
+#                                                | prefetch | variants2 | route3 | staged | final3)
 # Expects mlx (+ mlx-cuda) installed, and for the reference comparison a WiLoR-mini checkout and the
 # smplx/roma wheels under .refbench/ (git-ignored; see BENCHMARKS.md). Results go to $OUT (default out/).
 set -uo pipefail
@@ -93,6 +93,13 @@ case "$phase" in
     run timeout 100 $PY benchmarks/transfer.py -b 8
     run timeout 420 $PY benchmarks/interleaved.py --reference "$REF" -p bfloat16 float16 -b 32 64 --rounds 3 \
       --iters 20 --transfer-modes prefetch --json "$OUT/interleaved3.json"
+    ;;
+  final3)
+    [ -f .ptx/ptx.tgz ] && tar xzf .ptx/ptx.tgz -C /tmp
+    run timeout 400 $PY benchmarks/interleaved.py --reference "$REF" -p bfloat16 float16 -b 1 32 64 --rounds 3 \
+      --iters 20 --json "$OUT/interleaved4.json"
+    run timeout 150 $PY -m mlx_hands bench --stage route --hands 2 -p bfloat16 --iters 50 --max-seconds 4 \
+      --json "$OUT/route4.json"
     ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
