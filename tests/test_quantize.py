@@ -304,13 +304,30 @@ def test_convert_with_quantization(tmp_path, golden, monkeypatch, capsys):  # no
         convert(tmp_path, tmp_path / "bad", config=golden["config"], q_bits=4, q_group_size=48)
     assert not (tmp_path / "bad").exists()  # refused before any work
 
-    monkeypatch.setattr(cfg, "WiLoRConfig", lambda: golden["config"])  # the CLI uses the default config
+    real = cfg.WiLoRConfig
+
+    class TinyDefault:  # the CLI uses the default config: make it the golden tiny one
+        def __new__(cls, *args, **kwargs):
+            return real(*args, **kwargs) if args or kwargs else golden["config"]
+
+        from_dict = staticmethod(real.from_dict)
+
+    monkeypatch.setattr(cfg, "WiLoRConfig", TinyDefault)
     assert main(["convert", str(tmp_path), "-o", str(tmp_path / "cli"), "--q-group-size", "32", "--q-uniform"]) == 0
     assert load_config(tmp_path / "cli")["quantization"] == {"group_size": 32, "bits": 4, "mode": "affine"}
     assert main(["convert", str(tmp_path), "-o", str(tmp_path / "cli8"), "-q", "--q-bits", "8",
                  "--dtype", "bfloat16"]) == 0
     config = load_config(tmp_path / "cli8")
     assert config["quantization"]["bits"] == 8 and config["dtype"] == "bfloat16"
+    np.save(tmp_path / "crops.npy", _calibration(golden).astype(np.uint8))
+    assert main(["convert", str(tmp_path), "-o", str(tmp_path / "g4"), "-q", "--q-group-size", "32", "--q-uniform",
+                 "--calibrate", str(tmp_path / "crops.npy")]) == 0
+    direct = _quantized(golden, 4, 32, uniform=True, calibration=_calibration(golden).astype(np.uint8))
+    np.testing.assert_allclose(_out(load_wilor(tmp_path / "g4"), golden)[0], _out(direct, golden)[0], atol=1e-6)
+    assert not (tmp_path / "g4.float").exists()  # the float intermediate is removed
+    capsys.readouterr()
+    assert main(["convert", str(tmp_path), "-o", str(tmp_path / "x"), "--calibrate", str(tmp_path / "crops.npy")]) == 2
+    assert "add -q" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- GPTQ (calibrated levels)

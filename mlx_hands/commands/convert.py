@@ -21,6 +21,10 @@ def add_parser(sub, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
                    help="float dtype of the stored weights (default float32)")
     add_quantization_args(p)
+    p.add_argument("--calibrate", nargs="+", metavar="PATH",
+                   help="with -q: photos of hands (files/folders) or .npy/.npz crop arrays to choose the levels with "
+                        "GPTQ (see mlx-hands quantize --calibrate); the float model is converted first, next to the "
+                        "output, then quantized")
     p.set_defaults(func=run)
     return p
 
@@ -48,9 +52,25 @@ def run(args) -> int:
     from ..convert import convert
 
     q_bits, q_group_size, q_uniform = quantization_args(args)
-    dst = convert(args.src, args.dst, checkpoint=args.checkpoint, mean_params=args.mean_params, mano=args.mano,
-                  detector=args.detector, dtype=args.dtype, q_bits=q_bits, q_group_size=q_group_size,
-                  q_uniform=q_uniform)
+    kwargs = dict(checkpoint=args.checkpoint, mean_params=args.mean_params, mano=args.mano, detector=args.detector,
+                  dtype=args.dtype)
+    if args.calibrate:
+        if q_bits is None:
+            raise ValueError("--calibrate only serves quantization: add -q (or --q-bits)")
+        import shutil
+
+        from ..quantize import quantize_dir
+
+        dst = Path(args.dst)
+        tmp = dst.with_name(dst.name + ".float")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            convert(args.src, tmp, **kwargs)
+            quantize_dir(tmp, dst, bits=q_bits, group_size=q_group_size, uniform=q_uniform, calibrate=args.calibrate)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        dst = convert(args.src, args.dst, **kwargs, q_bits=q_bits, q_group_size=q_group_size, q_uniform=q_uniform)
     files = ", ".join(sorted(f.name for f in Path(dst).iterdir() if f.is_file()))
     print(f"wrote {dst}: {files}")
     return 0
