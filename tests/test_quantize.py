@@ -335,7 +335,7 @@ def test_convert_with_quantization(tmp_path, golden, monkeypatch, capsys):  # no
 
 @pytest.mark.parametrize("bits", [4, 8])
 def test_pack_levels_is_mlx_layout(bits):
-    from mlx_hands.quantize import pack_levels
+    from mlx_hands.gptq import pack_levels
 
     w = mx.array(np.random.default_rng(bits).normal(size=(8, 128)).astype(np.float32))
     packed, scales, biases = mx.quantize(w, 32, bits)
@@ -349,7 +349,7 @@ def test_pack_levels_is_mlx_layout(bits):
 def test_gptq_layer_beats_rounding_on_correlated_inputs(bits, group_size):
     """On inputs with correlated features (as activations are), GPTQ's output error is smaller than
     round-to-nearest's, and its parts dequantize through MLX to exactly scales * levels + biases."""
-    from mlx_hands.quantize import gptq_quantize, pack_levels
+    from mlx_hands.gptq import gptq_quantize, pack_levels
 
     rng = np.random.default_rng(0)
     n_in, n_out = 128, 48

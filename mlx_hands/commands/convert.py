@@ -21,10 +21,7 @@ def add_parser(sub, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
                    help="float dtype of the stored weights (default float32)")
     add_quantization_args(p)
-    p.add_argument("--calibrate", nargs="+", metavar="PATH",
-                   help="with -q: photos of hands (files/folders) or .npy/.npz crop arrays to choose the levels with "
-                        "GPTQ (see mlx-hands quantize --calibrate); the float model is converted first, next to the "
-                        "output, then quantized")
+    add_calibration_args(p)
     p.set_defaults(func=run)
     return p
 
@@ -42,6 +39,15 @@ def add_quantization_args(p: argparse.ArgumentParser) -> None:
                         "implies -q)")
 
 
+def add_calibration_args(p: argparse.ArgumentParser) -> None:
+    """--calibrate PATH... and --calibrate-max N: GPTQ levels from hands in the user's photos (mlx_hands.gptq)."""
+    p.add_argument("--calibrate", nargs="+", metavar="PATH",
+                   help="photos of hands, folders of them, or .npy/.npz arrays of (N, 256, 256, 3) crops: choose the "
+                        "4/8-bit levels with GPTQ on these hands (much more accurate at 4 bits; minutes). Default: "
+                        "round to nearest, no data needed")
+    p.add_argument("--calibrate-max", type=int, default=64, metavar="N", help="use at most N hand crops (default 64)")
+
+
 def quantization_args(args) -> tuple[int | None, int, bool]:
     """(q_bits or None, q_group_size, q_uniform) from add_quantization_args' flags."""
     on = args.quantize or args.q_bits is not None or args.q_group_size is not None or args.q_uniform
@@ -54,6 +60,8 @@ def run(args) -> int:
     q_bits, q_group_size, q_uniform = quantization_args(args)
     kwargs = dict(checkpoint=args.checkpoint, mean_params=args.mean_params, mano=args.mano, detector=args.detector,
                   dtype=args.dtype)
+    if args.calibrate_max < 1:
+        raise ValueError(f"--calibrate-max must be >= 1, got {args.calibrate_max}")
     if args.calibrate:
         if q_bits is None:
             raise ValueError("--calibrate only serves quantization: add -q (or --q-bits)")
@@ -66,7 +74,8 @@ def run(args) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             convert(args.src, tmp, **kwargs)
-            quantize_dir(tmp, dst, bits=q_bits, group_size=q_group_size, uniform=q_uniform, calibrate=args.calibrate)
+            quantize_dir(tmp, dst, bits=q_bits, group_size=q_group_size, uniform=q_uniform, calibrate=args.calibrate,
+                         max_crops=args.calibrate_max)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     else:

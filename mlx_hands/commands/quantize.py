@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .convert import add_quantization_args, quantization_args
+from .convert import add_calibration_args, add_quantization_args, quantization_args
 
 
 def add_parser(sub, help_text: str) -> argparse.ArgumentParser:
@@ -21,11 +21,7 @@ def add_parser(sub, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
                    help="float dtype of the weights that stay in float (default: as stored)")
     add_quantization_args(p)
-    p.add_argument("--calibrate", nargs="+", metavar="PATH",
-                   help="photos of hands, folders of them, or .npy/.npz arrays of (N, 256, 256, 3) crops: choose the "
-                        "4/8-bit levels with GPTQ on these hands (much more accurate at 4 bits; minutes on a GPU, "
-                        "longer on a CPU). Default: round to nearest, no data needed")
-    p.add_argument("--calibrate-max", type=int, default=64, metavar="N", help="use at most N hand crops (default 64)")
+    add_calibration_args(p)
     p.add_argument("--no-quantize", action="store_true", help="only change the float dtype (needs --dtype)")
     p.set_defaults(func=run)
     return p
