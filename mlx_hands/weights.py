@@ -197,7 +197,20 @@ def load_wilor(path: str | Path, *, mano_path: str | Path | None = None, dtype: 
             f"`mlx-hands convert --mano MANO_RIGHT.pkl -o {path}`, or pass mano_path=")
     model.mano.set_data(read_mano_file(mano_file))
     mx.eval(model.parameters())
+    warn_if_slow_on_cpu(model, source)
     return model
+
+
+def warn_if_slow_on_cpu(model, source: str) -> None:
+    """MLX's CPU backend has BLAS only for float32: say so when a half-precision or quantized model lands there."""
+    if mx.default_device().type != mx.DeviceType.cpu:
+        return
+    from .quantize import quantization_config
+
+    kind = "quantized" if quantization_config(model) else None if model.dtype == mx.float32 else str(model.dtype)
+    if kind:
+        log.warning("%s is %s: on the CPU MLX runs it ~20-25x slower than float32 (one crop ~80 s instead of ~3.5 s, "
+                    "BENCHMARKS.md); use a float32 model on a CPU", source, kind.replace("mlx.core.", ""))
 
 
 def load_seed_wilor(path: str | Path, *, mano_path: str | Path | None = None, dtype: str | None = None,

@@ -420,3 +420,16 @@ def test_calibrated_dir_round_trip_and_cli(converted, tmp_path, golden, capsys):
 def test_bad_calibration_crops(golden, crops, match):  # noqa: F811
     with pytest.raises(ValueError, match=match):
         _quantized(golden, 4, 64, calibration=crops)
+
+
+def test_cpu_warns_for_half_and_quantized_models(converted, tmp_path, caplog):
+    assert mx.default_device().type == mx.DeviceType.cpu  # the test machines
+    load_wilor(converted)
+    assert "slower than float32" not in caplog.text
+    quantize_dir(converted, tmp_path / "h", bits=None, dtype="bfloat16")
+    load_wilor(tmp_path / "h")
+    assert "is bfloat16" in caplog.text and "use a float32 model on a CPU" in caplog.text
+    caplog.clear()
+    quantize_dir(converted, tmp_path / "q", bits=8)
+    load_wilor(tmp_path / "q")
+    assert "is quantized" in caplog.text
