@@ -489,10 +489,10 @@ def main(argv=None):
         from mlx_hands.pipeline.calibration import calibration_crops
         from mlx_hands.weights import load_detector
 
-        from mlx_hands.quantize import _numpy_fn
+        from mlx_hands.quantize import as_numpy_fn
 
         det = load_detector(args.model) if args.model and Path(args.model, "config.json").is_file() else None
-        CALIBRATION = calibration_crops(args.calibration, _numpy_fn(det) if det else None,
+        CALIBRATION = calibration_crops(args.calibration, as_numpy_fn(det) if det else None,
                                         max_crops=args.num_calibration, imgsz=det.config.imgsz if det else 640,
                                         kpt_shape=det.config.kpt_shape if det else (21, 3))
     elif args.model:

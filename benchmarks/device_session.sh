@@ -72,7 +72,7 @@ case "$phase" in
   prefetch)
     # host->GPU input prefetch A/B and the side-by-side against WiLoR-mini where it was lost (b >= 32)
     run timeout 560 $PY benchmarks/interleaved.py --reference "$REF" -p bfloat16 float16 -b 1 32 64 --rounds 3 \
-      --iters 20 --no-prefetch-too --json "$OUT/interleaved2.json"
+      --iters 20 --transfer-modes prefetch plain --json "$OUT/interleaved2.json"
     ;;
   variants2)
     # speed per precision variant (issue 5), b = 1 and 16; full route with 2 hands

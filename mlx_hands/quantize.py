@@ -335,7 +335,7 @@ def quantize_dir(
         from .weights import load_detector
 
         det = load_detector(src) if "detector" in config else None
-        crops = calibration_crops(calibrate, _numpy_fn(det) if det else None, max_crops=max_crops,
+        crops = calibration_crops(calibrate, as_numpy_fn(det) if det else None, max_crops=max_crops,
                                   imgsz=det.config.imgsz if det else 640,
                                   kpt_shape=det.config.kpt_shape if det else (21, 3))
         del det
@@ -357,7 +357,7 @@ def quantize_dir(
     return dst
 
 
-def _numpy_fn(network):
+def as_numpy_fn(network):
     """An MLX network as a numpy -> numpy function (host input sent with models.transfer.to_device)."""
     from .models.transfer import to_device
 
