@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from . import kernels
+
 
 # The forward pass calls these on (B, 16, ...) arrays. They are written with slices and elementwise
 # arithmetic only (no reductions, argmax or gathers), so that under mx.compile each becomes one fused
-# kernel plus the final stack, instead of dozens of tiny launches.
+# kernel, instead of dozens of tiny launches.
 
 
 def _c(x: mx.array, i: int) -> mx.array:
@@ -15,11 +17,34 @@ def _c(x: mx.array, i: int) -> mx.array:
     return x[..., i : i + 1]
 
 
+_IOTAS: dict[int, mx.array] = {}
+
+
+def _join(pieces: list[mx.array]) -> mx.array:
+    """n arrays (..., 1) -> (..., n), as one chain of selects against a constant 0..n-1 (fused with the
+    arithmetic before it under mx.compile; mx.concatenate would copy every piece in a kernel of its own)."""
+    n = len(pieces)
+    if n not in _IOTAS:
+        _IOTAS[n] = mx.arange(n)
+        mx.eval(_IOTAS[n])  # a constant of every trace, not an op
+    iota = _IOTAS[n]
+    out = pieces[-1]
+    for i in range(n - 2, -1, -1):
+        out = mx.where(iota == i, pieces[i], out)
+    return out
+
+
 def _norm3(x, y, z):
     return mx.sqrt(x * x + y * y + z * z)
 
 
 def rot6d_to_rotmat(x: mx.array) -> mx.array:
+    """6D rotation (..., 6) -> rotation matrix (..., 3, 3); one CUDA kernel for float32 where available
+    (models/kernels.py), else _rot6d_to_rotmat_ops."""
+    return kernels.rot6d_to_rotmat(x, _rot6d_to_rotmat_ops)
+
+
+def _rot6d_to_rotmat_ops(x: mx.array) -> mx.array:
     """6D rotation (Zhou et al., CVPR 2019) -> rotation matrix. x (..., 6) -> (..., 3, 3).
 
     The 6 numbers are the first two columns (a1 = x[:3], a2 = x[3:]); Gram-Schmidt gives b1, b2 and
@@ -36,7 +61,7 @@ def rot6d_to_rotmat(x: mx.array) -> mx.array:
     b2x, b2y, b2z = cx / n2, cy / n2, cz / n2
     b3x, b3y, b3z = b1y * b2z - b1z * b2y, b1z * b2x - b1x * b2z, b1x * b2y - b1y * b2x
     rows = [b1x, b2x, b3x, b1y, b2y, b3y, b1z, b2z, b3z]
-    return mx.concatenate(rows, axis=-1).reshape(*x.shape[:-1], 3, 3)
+    return _join(rows).reshape(*x.shape[:-1], 3, 3)
 
 
 def _quat_components(R: mx.array):
@@ -70,10 +95,16 @@ def _quat_components(R: mx.array):
 
 def rotmat_to_quat(R: mx.array) -> mx.array:
     """Rotation matrix (..., 3, 3) -> unit quaternion (..., 4) as (x, y, z, w), w >= 0 (Shepperd's method)."""
-    return mx.concatenate(_quat_components(R), axis=-1)
+    return _join(list(_quat_components(R)))
 
 
 def rotmat_to_axis_angle(R: mx.array) -> mx.array:
+    """Rotation matrix (..., 3, 3) -> axis-angle (..., 3), angle in [0, pi]; one CUDA kernel for float32
+    where available (models/kernels.py), else _rotmat_to_axis_angle_ops."""
+    return kernels.rotmat_to_axis_angle(R, _rotmat_to_axis_angle_ops)
+
+
+def _rotmat_to_axis_angle_ops(R: mx.array) -> mx.array:
     """Rotation matrix (..., 3, 3) -> axis-angle (..., 3), angle in [0, pi].
 
     Through the quaternion (as roma.rotmat_to_rotvec): angle = 2 atan2(|v|, w); near zero the
@@ -85,7 +116,7 @@ def rotmat_to_axis_angle(R: mx.array) -> mx.array:
     small = angle < 1e-3
     safe_n = mx.where(small, mx.ones_like(n), n)
     scale = mx.where(small, 2.0 + angle * angle / 12.0, angle / safe_n)
-    return mx.concatenate([x * scale, y * scale, z * scale], axis=-1)
+    return _join([x * scale, y * scale, z * scale])
 
 
 def axis_angle_to_rotmat(aa: mx.array) -> mx.array:

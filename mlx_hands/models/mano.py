@@ -10,6 +10,7 @@ import mlx.nn as nn
 import numpy as np
 
 from ..config import ManoConfig
+from . import kernels
 from .lbs import lbs
 
 MANO_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "lbs_weights")
@@ -58,10 +59,18 @@ class MANO(nn.Module):
 
     def __call__(self, betas: mx.array, global_orient: mx.array, hand_pose: mx.array) -> ManoOutput:
         """betas (B, 10), global_orient (B, 1, 3, 3), hand_pose (B, 15, 3, 3) -> ManoOutput."""
-        rot_mats = mx.concatenate([global_orient, hand_pose], axis=1).astype(mx.float32)
-        verts, joints = lbs(
-            betas.astype(mx.float32), rot_mats, self._v_template, self._shapedirs, self._posedirs,
-            self._J_regressor, self.parents, self._lbs_weights,
-        )
-        joints = mx.take(mx.concatenate([joints, verts], axis=1), self._out_index, axis=1)
+        return self.posed(betas, mx.concatenate([global_orient, hand_pose], axis=1))
+
+    def posed(self, betas: mx.array, rot_mats: mx.array) -> ManoOutput:
+        """betas (B, 10), rot_mats (B, 16, 3, 3): global orientation then the 15 hand joints -> ManoOutput."""
+        rot_mats = rot_mats.astype(mx.float32)
+        betas = betas.astype(mx.float32)
+
+        def ops():
+            verts, joints = lbs(betas, rot_mats, self._v_template, self._shapedirs, self._posedirs,
+                                self._J_regressor, self.parents, self._lbs_weights)
+            return verts, mx.take(mx.concatenate([joints, verts], axis=1), self._out_index, axis=1)
+
+        verts, joints = kernels.mano(betas, rot_mats, self._v_template, self._shapedirs, self._posedirs,
+                                     self._J_regressor, self._lbs_weights, self.parents, self._out_index, ops)
         return ManoOutput(vertices=verts, joints=joints)

@@ -12,6 +12,7 @@ import mlx.nn as nn
 
 from ..config import RefineNetConfig
 from .geometry import rot6d_to_rotmat
+from .kernels import sample_max
 
 
 def _deconv_stack(dims: list[int]) -> list[nn.Module]:
@@ -112,6 +113,11 @@ def sample_points(feat: mx.array, uv: mx.array) -> mx.array:
     return g[:, :, 0] * w[:, :, 0] + g[:, :, 1] * w[:, :, 1] + g[:, :, 2] * w[:, :, 2] + g[:, :, 3] * w[:, :, 3]
 
 
+def _sample_max_ops(feat: mx.array, u: mx.array, v: mx.array) -> mx.array:
+    """max over points of sample_points(feat, (u, v)): (B, H, W, C), (B, N), (B, N) -> (B, C)."""
+    return sample_points(feat, mx.stack([u, v], axis=-1)).max(axis=1)
+
+
 @dataclass
 class RefineOutput:
     pose_6d: mx.array  # (B, 16, 6)
@@ -144,8 +150,7 @@ class RefineNet(nn.Module):
             tz = 2 * focal_length / (size * s + 1e-9)
             z = Z + tz
             fs = focal_length / size
-            uv = mx.stack([fs * (X + tx) / z, fs * (Y + ty) / z], axis=-1)
-            pooled.append(sample_points(f, uv).max(axis=1))
+            pooled.append(sample_max(f, fs * (X + tx) / z, fs * (Y + ty) / z, _sample_max_ops))
         h = mx.concatenate(pooled, axis=-1)
         pose_6d = pose_6d + self.dec_pose(h).reshape(pose_6d.shape)
         betas = betas + self.dec_shape(h)

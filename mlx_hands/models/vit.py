@@ -14,7 +14,7 @@ import mlx.nn as nn
 
 from ..config import ViTConfig
 from .geometry import rot6d_to_rotmat
-from .kernels import add_layer_norm
+from .kernels import add_layer_norm, gelu
 
 
 class Attention(nn.Module):
@@ -43,7 +43,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def __call__(self, x: mx.array) -> mx.array:
-        return self.fc2(nn.gelu(self.fc1(x)))  # exact (erf) GELU, as torch.nn.GELU()
+        return self.fc2(gelu(self.fc1(x)))  # exact (erf) GELU, as torch.nn.GELU()
 
 
 class Block(nn.Module):
