@@ -217,10 +217,11 @@ def make_crops(batch: int, seed: int = 0, size: int = 256) -> np.ndarray:
 
 
 def mlx_model_stage(model) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
-    """host uint8 crops -> every WiLoROutput field as a numpy array (the timed unit of the model stage)."""
+    """host uint8 crops -> every WiLoROutput field as a numpy array (the timed unit of the model stage).
+    Only the columns the network reads travel to the device (WiLoR.input_window), as in the pipeline."""
 
     def run(crops: np.ndarray) -> dict[str, np.ndarray]:
-        out = model(to_device(crops))
+        out = model(to_device(model.input_window(crops)))
         return from_device({f.name: getattr(out, f.name) for f in fields(out)})
 
     return run

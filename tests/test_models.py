@@ -81,6 +81,19 @@ def test_wilor_float_crops_equal_uint8(golden):
     np.testing.assert_allclose(np.array(a.vertices), np.array(b.vertices), atol=1e-6)
 
 
+def test_wilor_input_window_gives_the_same_output(golden):
+    """Only the middle 192 columns reach the network: sending just those (what the pipeline and the benchmark
+    do) must not change a bit, and the window must be the columns WiLoR keeps."""
+    model = load_golden_model(golden)
+    crops = golden["crops"]
+    window = model.input_window(crops)
+    assert window.shape[1:] == (256, 192, 3) and np.shares_memory(window, crops)
+    np.testing.assert_array_equal(window, crops[:, :, 32:-32])
+    a = model(mx.array(crops))
+    b = model(mx.array(np.ascontiguousarray(window)))
+    np.testing.assert_array_equal(np.array(a.vertices), np.array(b.vertices))
+
+
 def test_wilor_is_channel_sensitive(golden):
     """The network sees RGB: feeding BGR must change the answer (guards against a silent flip)."""
     model = load_golden_model(golden)
@@ -118,7 +131,7 @@ def test_wilor_deepcopy(mano_arrays):
 
 @pytest.mark.parametrize(
     "shape, dtype, match",
-    [((1, 256, 192, 3), mx.uint8, "shape"), ((256, 256, 3), mx.uint8, "shape"), ((1, 256, 256, 4), mx.uint8, "shape"),
+    [((1, 192, 256, 3), mx.uint8, "shape"), ((1, 256, 224, 3), mx.uint8, "shape"), ((256, 256, 3), mx.uint8, "shape"), ((1, 256, 256, 4), mx.uint8, "shape"),
      ((0, 256, 256, 3), mx.uint8, "empty"), ((1, 256, 256, 3), mx.int32, "uint8 or float")],
 )
 def test_wilor_rejects_bad_crops(shape, dtype, match):

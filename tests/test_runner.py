@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from mlx_hands.config import DetectorConfig, WiLoRConfig
+from mlx_hands.models.wilor import WiLoR
 from mlx_hands.pipeline.runner import HandPosePipeline
 
 GOLDEN = Path(__file__).parent / "fixtures" / "pipeline_golden.npz"
@@ -27,6 +28,8 @@ class FakeWiLoR:
         self.calls: list[np.ndarray] = []
         self.focals: list[float] = []
         self.outputs = outputs
+
+    input_window = WiLoR.input_window
 
     def __call__(self, crops: mx.array, focal_length=None):
         assert isinstance(crops, mx.array)
@@ -86,8 +89,9 @@ def test_golden_route_end_to_end(golden):
     model = FakeWiLoR(golden_outputs(golden))
     pipe = HandPosePipeline(model)
     hands = pipe.predict_with_boxes(golden["image_rgb"], golden["boxes"], golden["is_right"])
-    assert len(model.calls) == 1 and model.calls[0].shape == (4, 256, 256, 3)  # all hands in one batch
-    err = np.abs(model.calls[0] - golden["crops_u8"].astype(np.float32))
+    # all hands in one batch, only the 192 columns the network reads
+    assert len(model.calls) == 1 and model.calls[0].shape == (4, 256, 192, 3)
+    err = np.abs(model.calls[0] - golden["crops_u8"][:, :, 32:-32].astype(np.float32))
     assert err.mean() <= 0.26 and err.max() <= 0.5 + 1e-3  # what the network sees = the reference's crops
     kp2 = np.stack([h.keypoints_2d for h in hands])
     assert np.abs(kp2 - golden["f0_keypoints_2d"]).max() <= 0.5

@@ -14,6 +14,7 @@ from mlx_hands.models import transfer
     np.random.default_rng(1).normal(size=(3, 256, 256, 3)).astype(np.float32),
     np.arange(10, dtype=np.float32),
     np.random.default_rng(2).integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)[:, :, ::-1],  # negative strides
+    np.random.default_rng(3).integers(0, 256, (70, 256, 256, 3), dtype=np.uint8)[:, :, 32:-32],  # a crop window
 ])
 def test_same_values_as_mx_array(monkeypatch, mode, a):
     monkeypatch.setattr(transfer, "MODE", mode)
@@ -33,3 +34,28 @@ def test_from_device_is_np_array_of_each():
         np.testing.assert_array_equal(out[k], ref)
     assert transfer.from_device({}) == {}
     np.testing.assert_array_equal(transfer.from_device({"x": mx.zeros((2, 2), mx.float16)})["x"], np.zeros((2, 2)))
+
+
+cuda = pytest.mark.skipif(not (mx.default_device().type == mx.DeviceType.gpu and mx.cuda.is_available()),
+                          reason="the pinned-buffer paths run on MLX's CUDA backend only")
+
+
+@cuda
+def test_staged_paths_are_exact_and_grow(monkeypatch):
+    monkeypatch.setattr(transfer, "MODE", "staged")
+    rng = np.random.default_rng(5)
+    for shape in [(1, 256, 192, 3), (70, 256, 256, 3), (3, 256, 256, 3)]:  # the second one grows the buffer
+        a = rng.integers(0, 256, shape, dtype=np.uint8)
+        x = transfer.to_device(a[:, :, 32:-32] if shape[2] == 256 else a)
+        np.testing.assert_array_equal(np.array(x), a[:, :, 32:-32] if shape[2] == 256 else a)
+    assert transfer._staging is not None
+    for n in [1, 3, 4, 4097, 3_000_001]:  # not multiples of 4, and one that grows the output buffer
+        v = mx.array(rng.normal(size=n).astype(np.float32))
+        h = mx.array(rng.normal(size=(n, 2)).astype(np.float32)).astype(mx.bfloat16)
+        out = transfer.from_device({"v": v, "h": h, "i": mx.arange(3)})
+        np.testing.assert_array_equal(out["v"], np.array(v))
+        np.testing.assert_array_equal(out["h"], np.array(h.astype(mx.float32)))
+        np.testing.assert_array_equal(out["i"], np.arange(3))
+    # a single float32 output that is an unaligned view of its buffer takes the kernel's one-float path
+    base = mx.array(rng.normal(size=1001).astype(np.float32))
+    np.testing.assert_array_equal(transfer.from_device({"x": base[1:]})["x"], np.array(base)[1:])

@@ -5,11 +5,16 @@ reads it pulls the pages over one fault at a time: ~2.6 GB/s measured on an H100
 uint8 crops (BENCHMARKS.md). `to_device` avoids that on CUDA, in order of preference:
 
 * "staged": the bytes are copied into a pinned, device-mapped host buffer (allocated once, grown as needed),
-  and a small kernel (`mx.fast.cuda_kernel`) reads them over the bus into a fresh device array. The call
-  waits for that kernel, so the buffer can be reused by the next call.
+  and a small kernel (`mx.fast.cuda_kernel`) reads them over the bus into a fresh device array. The kernel is
+  launched at once (it runs while the caller builds its graph); the next call waits for it before it
+  refills the buffer.
 * "prefetch": `mx.array`, then the driver is asked to migrate the managed pages ahead of the first kernel
   (`cuMemPrefetchAsync`); measured ~3 GB/s, so it only saves the fault overhead.
 * "plain": `mx.array`.
+
+`from_device` brings outputs back the same way on CUDA: one kernel writes them into a second pinned buffer.
+When the host reads an MLX buffer itself, MLX moves it to managed memory and its cache later hands it out
+for kernel outputs, whose writes then fault the pages back (~0.5 ms per copy kernel measured at b = 64).
 
 Values never change: the modes differ only in how bytes travel. Elsewhere (Metal's unified memory, the CPU)
 it is always plain `mx.array`. MLX_HANDS_TRANSFER=staged|prefetch|plain picks a mode (default staged, falling
@@ -22,6 +27,7 @@ import ctypes
 import logging
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import mlx.core as mx
 import numpy as np
@@ -33,6 +39,8 @@ MODE = os.environ.get("MLX_HANDS_TRANSFER", "staged")  # may be changed at run t
 if MODE not in MODES:
     raise ValueError(f"MLX_HANDS_TRANSFER must be one of {MODES}, got {MODE!r}")
 MIN_BYTES = 1 << 16  # below this a fault or two costs less than the detour
+COPY_THREADS = min(4, os.cpu_count() or 1)  # host threads filling the pinned buffer, for large inputs
+_THREADED_BYTES = 1 << 22
 _VEC = 16  # the copy kernel moves 16-byte words
 
 _driver = None  # None: not looked up yet; False: unavailable
@@ -79,14 +87,17 @@ def _get_driver():
     return _driver
 
 
-class _Staging:
-    """One pinned, device-mapped host buffer and the kernel that copies out of it."""
+class _Pinned:
+    """A pinned, device-mapped host buffer (cuMemHostAlloc), grown on demand: .view holds its bytes on the
+    host, .dev is its address for kernels."""
 
     def __init__(self, driver: _Driver):
-        self.driver, self.size, self.host, self.kernel = driver, 0, None, None
-        self.lock = threading.Lock()
+        self.driver, self.size, self.host, self.dev, self.view = driver, 0, None, 0, None
 
-    def _grow(self, nbytes: int) -> None:
+    def reserve(self, nbytes: int) -> bool:
+        """Make room for nbytes; True when the buffer moved (kernels that bake its address must be rebuilt)."""
+        if nbytes <= self.size:
+            return False
         size = max(nbytes, 2 * self.size, 1 << 22)
         ptr = ctypes.c_void_p()
         if self.driver.host_alloc(ctypes.byref(ptr), size, 0x02) != 0:  # CU_MEMHOSTALLOC_DEVICEMAP
@@ -96,34 +107,102 @@ class _Staging:
             self.driver.host_free(ptr)
             raise OSError("cuMemHostGetDevicePointer failed")
         if self.host is not None:
-            self.driver.host_free(self.host)  # the previous copy kernel has finished (to_device waits)
-        self.host, self.size = ptr, size
+            self.driver.host_free(self.host)  # no kernel uses it any more: every copy is waited for
+        self.host, self.size, self.dev = ptr, size, dev.value
         self.view = np.ctypeslib.as_array((ctypes.c_uint8 * size).from_address(ptr.value))
-        self.kernel = mx.fast.cuda_kernel(
-            name=f"mlx_hands_staged_copy_{dev.value:x}", input_names=["n"], output_names=["out"],
-            source=f"""
-    const uint4* src = reinterpret_cast<const uint4*>({dev.value}ULL);
+        return True
+
+
+_HEAD = 16  # the input buffer starts with the number of 16-byte words that follow
+
+
+class _Staging:
+    """Host <-> GPU copies through pinned buffers, read and written by small kernels, so that no MLX buffer is
+    ever touched by the host. (MLX moves a buffer the host reads into managed memory and later hands it out
+    again from its cache for kernel outputs; the kernel writing it then pulls the pages back one fault at a
+    time: ~0.5 ms per output copy measured at b = 64.)"""
+
+    def __init__(self, driver: _Driver):
+        self.lock = threading.Lock()
+        self.inp, self.out = _Pinned(driver), _Pinned(driver)
+        self.in_kernel, self.out_kernels = None, {}
+        self.pending = None  # the last input copy, launched but perhaps not finished
+        self.pool, self.pool_size = None, 0
+        self.token = mx.zeros((1,), mx.uint8)  # a kernel input that is never read (see __call__)
+        mx.eval(self.token)
+
+    def _fill(self, a: np.ndarray) -> None:
+        """Copy a (any strides) into the pinned buffer after its header, row-major; large inputs in slices over
+        a few threads (numpy releases the GIL while it copies)."""
+        dst = self.inp.view[_HEAD : _HEAD + a.nbytes].view(a.dtype).reshape(a.shape)
+        k = min(COPY_THREADS, len(a)) if a.ndim and a.nbytes >= _THREADED_BYTES else 1
+        if k <= 1:
+            np.copyto(dst, a)
+            return
+        if self.pool_size != k:
+            self.pool, self.pool_size = ThreadPoolExecutor(k, thread_name_prefix="mlx_hands_stage"), k
+        cuts = [len(a) * i // k for i in range(k + 1)]
+        list(self.pool.map(lambda i: np.copyto(dst[cuts[i] : cuts[i + 1]], a[cuts[i] : cuts[i + 1]]), range(k)))
+
+    def __call__(self, a: np.ndarray) -> mx.array:
+        with self.lock:
+            if self.pending is not None:
+                mx.eval(self.pending)  # the previous copy has read the buffer before it is refilled
+                self.pending = None
+            if self.inp.reserve(_HEAD + a.nbytes) or self.in_kernel is None:
+                # the word count is read from the buffer's header: an MLX scalar input would live in managed
+                # memory and fault on every call; `token` is only there because a kernel takes inputs
+                self.in_kernel = mx.fast.cuda_kernel(
+                    name=f"mlx_hands_staged_in_{self.inp.dev:x}", input_names=["token"], output_names=["out"],
+                    source=f"""
+    // one read of the header per block: every read of mapped host memory crosses the bus
+    __shared__ unsigned long long count;
+    if (threadIdx.x == 0) count = *reinterpret_cast<const volatile unsigned long long*>({self.inp.dev}ULL);
+    __syncthreads();
+    const uint4* src = reinterpret_cast<const uint4*>({self.inp.dev + _HEAD}ULL);
     uint4* dst = reinterpret_cast<uint4*>(out);
-    const unsigned long long count = n[0];
     for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < count;
          i += (unsigned long long)gridDim.x * blockDim.x) {{
         dst[i] = src[i];
     }}
 """)
-
-    def __call__(self, a: np.ndarray) -> mx.array:
-        with self.lock:
-            if a.nbytes > self.size:
-                self._grow(a.nbytes)
-            flat = a.reshape(-1).view(np.uint8)
-            self.view[: a.nbytes] = flat
             words = a.nbytes // _VEC
+            self.inp.view[:8].view(np.uint64)[0] = words
+            self._fill(a)
             threads = min(-(-words // 256) * 256, 1 << 18)  # whole blocks of 256; the kernel strides
-            (out,) = self.kernel(inputs=[mx.array([words], dtype=mx.uint64)], grid=(threads, 1, 1),
-                                 threadgroup=(256, 1, 1), output_shapes=[a.shape],
-                                 output_dtypes=[_STAGED_DTYPES[a.dtype]])
-            mx.eval(out)  # the buffer is reused by the next call
+            (out,) = self.in_kernel(inputs=[self.token], grid=(threads, 1, 1), threadgroup=(256, 1, 1),
+                                    output_shapes=[a.shape], output_dtypes=[_STAGED_DTYPES[a.dtype]])
+            # launched now, so that it runs while the caller builds its graph; the next call waits for it
+            mx.async_eval(out)
+            self.pending = out
             return out
+
+    def read(self, arrays: list[mx.array]) -> np.ndarray:
+        """float32 vectors on the device -> one numpy vector (them, one after another), written into the pinned
+        output buffer by one kernel."""
+        n = sum(a.size for a in arrays)
+        k = len(arrays)
+        with self.lock:
+            if self.out.reserve(4 * n):
+                self.out_kernels = {}
+            if k not in self.out_kernels:
+                body = "".join(f"""
+    {{ const unsigned long long n = a{i}_shape[0];
+      for (unsigned long long j = start; j < n; j += step) dst[off + j] = a{i}[j];
+      off += n; }}""" for i in range(k))
+                self.out_kernels[k] = mx.fast.cuda_kernel(
+                    name=f"mlx_hands_staged_out{k}_{self.out.dev:x}", input_names=[f"a{i}" for i in range(k)],
+                    output_names=["done"], source=f"""
+    float* dst = reinterpret_cast<float*>({self.out.dev}ULL);
+    const unsigned long long start = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
+    const unsigned long long step = (unsigned long long)gridDim.x * blockDim.x;
+    unsigned long long off = 0;{body}
+""")
+            threads = min(-(-max(a.size for a in arrays) // 256) * 256, 1 << 16)  # the kernel strides
+            (done,) = self.out_kernels[k](inputs=arrays, grid=(threads, 1, 1), threadgroup=(256, 1, 1),
+                                          output_shapes=[(1,)], output_dtypes=[mx.uint8])  # never written
+            mx.eval(done)
+            return self.out.view[: 4 * n].view(np.float32).copy()
 
 
 _staging = None
@@ -138,43 +217,62 @@ def _prefetch(driver: _Driver, x: mx.array) -> None:
         log.debug("prefetch of %d bytes refused", x.nbytes)
 
 
-def to_device(a: np.ndarray) -> mx.array:
-    """mx.array(a), moved to the GPU without page faults on MLX's CUDA backend (module docstring)."""
+def _get_staging() -> _Staging | None:
+    """The pinned-buffer copier when MLX runs on CUDA and MODE is "staged"; None otherwise (or if the driver
+    refuses: then MODE falls back to "prefetch", with a warning)."""
     global _staging, MODE
-    a = np.ascontiguousarray(a)
-    if a.nbytes < MIN_BYTES or MODE == "plain":
-        return mx.array(a)
-    driver = _get_driver()
-    if not driver:
-        return mx.array(a)
-    if MODE == "staged" and a.nbytes % _VEC == 0 and a.dtype in _STAGED_DTYPES:
+    if MODE != "staged":
+        return None
+    if _staging is None:
+        driver = _get_driver()
+        if not driver:
+            return None
         try:
-            if _staging is None:
-                mx.eval(mx.zeros(1))  # MLX makes its CUDA context current on this thread
-                if not driver.has_context():
-                    raise OSError("no CUDA context on this thread")
-                _staging = _Staging(driver)
-            return _staging(a)
+            mx.eval(mx.zeros(1))  # MLX makes its CUDA context current on this thread
+            if not driver.has_context():
+                raise OSError("no CUDA context on this thread")
+            _staging = _Staging(driver)
         except (OSError, RuntimeError, ValueError) as e:
-            log.warning("staged host->GPU copy unavailable (%s); using managed memory", e)
+            log.warning("staged host<->GPU copies unavailable (%s); using managed memory", e)
             MODE = "prefetch"
-    x = mx.array(a)
-    if MODE == "prefetch" and driver.prefetch is not None and driver.has_context():
+            return None
+    return _staging
+
+
+def to_device(a: np.ndarray) -> mx.array:
+    """mx.array(a), moved to the GPU without page faults on MLX's CUDA backend (module docstring).
+
+    a may be a strided view (say the columns of a crop batch that a network reads): the staged copy gathers
+    it straight into the pinned buffer; the other paths make it contiguous first.
+    """
+    a = np.asarray(a)
+    if a.nbytes < MIN_BYTES or MODE == "plain":
+        return mx.array(np.ascontiguousarray(a))
+    if a.nbytes % _VEC == 0 and a.dtype in _STAGED_DTYPES:
+        staging = _get_staging()
+        if staging is not None:
+            return staging(a)
+    driver = _get_driver()
+    x = mx.array(np.ascontiguousarray(a))
+    if MODE == "prefetch" and driver and driver.prefetch is not None and driver.has_context():
         _prefetch(driver, x)
     return x
 
 
 def from_device(arrays: dict[str, mx.array]) -> dict[str, np.ndarray]:
     """Several MLX arrays -> numpy in one device -> host copy: the float ones are joined (as float32) into one
-    buffer on the device and split on the host. Each separate conversion costs a synchronised copy through
-    managed memory; for a model's handful of small outputs that overhead, not the bytes, is the cost."""
+    buffer on the device and split on the host. Each separate conversion costs a synchronised copy; for a
+    model's handful of small outputs that overhead, not the bytes, is the cost. On CUDA ("staged") the copy
+    goes through a pinned buffer, so the host never touches an MLX buffer (see _Staging)."""
     floats = {k: v for k, v in arrays.items() if mx.issubdtype(v.dtype, mx.floating)}
     out = {k: np.array(v) for k, v in arrays.items() if k not in floats}
-    if len(floats) == 1:
-        (k, v), = floats.items()
-        out[k] = np.array(v.astype(mx.float32))
-    elif floats:
-        flat = np.array(mx.concatenate([v.astype(mx.float32).reshape(-1) for v in floats.values()]))
+    if floats:
+        parts = [v.astype(mx.float32).reshape(-1) for v in floats.values()]
+        staging = _get_staging() if all(p.size for p in parts) else None
+        if staging is not None:
+            flat = staging.read(parts)
+        else:
+            flat = np.array(mx.concatenate(parts) if len(parts) > 1 else parts[0])
         i = 0
         for k, v in floats.items():
             out[k] = flat[i : i + v.size].reshape(v.shape)

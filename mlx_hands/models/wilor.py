@@ -12,6 +12,7 @@ import mlx.nn as nn
 import numpy as np
 
 from ..config import WiLoRConfig
+from . import kernels
 from .compiled import CompiledForward, compile_enabled
 from .geometry import rotmat_to_axis_angle
 from .mano import MANO
@@ -103,18 +104,29 @@ class WiLoR(nn.Module):
     def dtype(self):
         return self.backbone.pos_embed.dtype
 
+    def input_window(self, crops: np.ndarray) -> np.ndarray:
+        """The part of host crops (B, 256, 256, 3) that the network reads, as a view: all rows, the middle
+        192 columns (WiLoR trims the sides). The model accepts either; sending the window to the GPU
+        moves a quarter fewer bytes."""
+        h, w = self.config.vit.image_size
+        left = (crops.shape[2] - w) // 2
+        return crops[:, :h, left : left + w]
+
     def check_crops(self, crops) -> None:
         s = self.config.image_size
+        h, w = self.config.vit.image_size
         shape = tuple(crops.shape)
-        if len(shape) != 4 or shape[1:] != (s, s, 3):
-            raise ValueError(f"crops must have shape (B, {s}, {s}, 3) (NHWC, RGB), got {shape}")
+        if len(shape) != 4 or shape[1:] not in ((s, s, 3), (h, w, 3)):
+            raise ValueError(f"crops must have shape (B, {s}, {s}, 3) (NHWC, RGB), or (B, {h}, {w}, 3) for the "
+                             f"middle columns only (input_window), got {shape}")
         if shape[0] == 0:
             raise ValueError("crops is an empty batch")
         if crops.dtype not in (mx.uint8, mx.float32, mx.float16, mx.bfloat16):
             raise ValueError(f"crops must be uint8 or float (values 0..255), got {crops.dtype}")
 
     def __call__(self, crops: mx.array, focal_length: float | mx.array | None = None) -> WiLoROutput:
-        """crops (B, 256, 256, 3): RGB, uint8 or float with values 0..255 -> WiLoROutput.
+        """crops (B, 256, 256, 3): RGB, uint8 or float with values 0..255 -> WiLoROutput. The network reads the
+        middle 192 columns only; crops of just those, (B, 256, 192, 3), give the same output (input_window).
 
         focal_length: the crop camera's focal length F (pixels of the 256-px crop), a float or (B,)
         array; default config.focal_length (5000). WiLoR-mini's `focal_length` setting: RefineNet
@@ -127,7 +139,7 @@ class WiLoR(nn.Module):
             # F enters as an array so that a new focal length does not retrace
             F = mx.array(F, dtype=mx.float32).reshape(-1, 1)
             # Python-level choices the trace bakes in
-            key = (self.mano.parents, self.backbone.fuse_add_norm, self.refine_net.deconv.deconv_gemm)
+            key = (self.mano.parents, self.backbone.fuse_add_norm, self.refine_net.deconv.deconv_gemm, kernels.active())
             return WiLoROutput(**self._compiled.get(self.forward_arrays, self, key)(crops, F))
         if isinstance(F, mx.array):
             F = F.astype(mx.float32).reshape(-1, 1)
@@ -137,9 +149,9 @@ class WiLoR(nn.Module):
         """The forward pass on checked crops: WiLoROutput's fields as a dict (what mx.compile traces)."""
         x = normalize_crops(crops, self.config.vit.image_size, self.dtype)
         vit = self.backbone(x)
-        temp = self.mano(vit.betas, vit.rotmats[:, :1], vit.rotmats[:, 1:])
+        temp = self.mano.posed(vit.betas, vit.rotmats)
         ref = self.refine_net(vit.features, temp.vertices, vit.pose_6d, vit.betas, vit.cam, F)
-        out = self.mano(ref.betas, ref.rotmats[:, :1], ref.rotmats[:, 1:])
+        out = self.mano.posed(ref.betas, ref.rotmats)
         aa = rotmat_to_axis_angle(ref.rotmats)
         return dict(
             keypoints_3d=out.joints,

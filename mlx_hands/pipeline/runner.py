@@ -229,6 +229,8 @@ class HandPosePipeline:
     # ---------------------------------------------------------------- internals
     def _detector_fn(self, batch: np.ndarray):
         out = self.detector(to_device(batch))
+        if isinstance(out, mx.array) and mx.issubdtype(out.dtype, mx.floating):
+            return from_device({"out": out})["out"]  # float32, through the pinned buffer on CUDA
         mx.eval(out)
         return _to_numpy(out)
 
@@ -253,7 +255,8 @@ class HandPosePipeline:
             # the network's own focal F (crop pixels) follows the full-image camera: F = f * 256 / max(W, H)
             user_camera = K is not None or focal_length_px is not None or self.focal_length_px is not None
             F = (camera.fx + camera.fy) / 2 * self.patch_size / max(W, H) if user_camera else self.focal_length
-            out = self.model(to_device(crops), focal_length=F)  # every hand of the frame in one batch
+            # every hand of the frame in one batch; only the columns the network reads travel to the device
+            out = self.model(to_device(self.model.input_window(crops)), focal_length=F)
             names = ["cam", "keypoints_3d", "global_orient", "hand_pose", "betas"]
             if include_vertices:
                 names.append("vertices")
