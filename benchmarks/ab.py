@@ -19,13 +19,19 @@ from mlx_hands.blas import use_system_blas  # noqa: E402
 use_system_blas()  # the CPU wheel's BLAS is slow; must precede the first mlx import
 import mlx.core as mx  # noqa: E402
 from mlx_hands import bench  # noqa: E402
+from mlx_hands.models import kernels  # noqa: E402
 
-VARIANTS = {  # name -> (model.compile, backbone.fuse_add_norm, deconv as GEMM)
-    "default": (None, None, None),
-    "no fused add+norm": (None, False, None),
-    "deconv as GEMM": (None, None, True),
-    "eager (no compile)": (False, None, None),
-    "eager, no fused add+norm": (False, False, None),
+VARIANTS = {  # name -> (model.compile, backbone.fuse_add_norm, deconv as GEMM, kernels turned off)
+    "default": (None, None, None, ()),
+    "no fused add+norm": (None, False, None, ()),
+    "no gelu kernel": (None, None, None, ("gelu",)),
+    "no sample_max kernel": (None, None, None, ("sample_max",)),
+    "no mano kernel": (None, None, None, ("mano",)),
+    "no rotation kernels": (None, None, None, ("rotations",)),
+    "no custom kernels": (None, None, None, ("all",)),
+    "deconv as GEMM": (None, None, True, ()),
+    "eager (no compile)": (False, None, None, ()),
+    "eager, no fused add+norm": (False, False, None, ()),
 }
 
 
@@ -47,7 +53,8 @@ def main():
             crops = bench.make_crops(b, 123)
             first = None
             for name in args.variants:
-                model.compile, model.backbone.fuse_add_norm, model.refine_net.deconv.deconv_gemm = VARIANTS[name]
+                model.compile, model.backbone.fuse_add_norm, model.refine_net.deconv.deconv_gemm, off = VARIANTS[name]
+                kernels.disable(*off)
                 out = run(crops)
                 first = first or out
                 d = max(float(np.abs(out[k] - first[k]).max()) for k in ("vertices", "keypoints_3d", "cam"))

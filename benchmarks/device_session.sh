@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The measurements behind BENCHMARKS.md, as run on a lent GPU machine (MLX's CUDA backend), from the repo root:
 #   bash benchmarks/device_session.sh PHASE      (PHASE: check | parity | final1 | matrix | final2 | ports | profile | variants | ab
-#                                                | prefetch | variants2 | route3 | staged | final3)
+#                                                | prefetch | variants2 | route3 | staged | final3 | kernels | profile4 | kernels2 | kernels3 | kernels4 | final4)
 # Expects mlx (+ mlx-cuda) installed, and for the reference comparison a WiLoR-mini checkout and the
 # smplx/roma wheels under .refbench/ (git-ignored; see BENCHMARKS.md). Results go to $OUT (default out/).
 set -uo pipefail
@@ -100,6 +100,61 @@ case "$phase" in
       --iters 20 --json "$OUT/interleaved4.json"
     run timeout 150 $PY -m mlx_hands bench --stage route --hands 2 -p bfloat16 --iters 50 --max-seconds 4 \
       --json "$OUT/route4.json"
+    ;;
+  kernels)
+    # third session: GELU and sample+max kernels, the add+LayerNorm kernel rewritten, the input window
+    [ -f .ptx/ptx.tgz ] && tar xzf .ptx/ptx.tgz -C /tmp
+    run timeout 240 $PY -m pytest -q -x tests/test_kernels.py
+    run timeout 200 $PY -m pytest -q -x -k "reference or float_crops or channel or window" tests/test_models.py
+    run timeout 60 $PY benchmarks/transfer.py -b 64
+    run timeout 280 $PY benchmarks/ab.py -p bfloat16 float16 -b 1 64 -v default "no gelu kernel" "no sample_max kernel" \
+      "no custom kernels" --iters 30 --max-seconds 3 --json "$OUT/ab_kernels.json"
+    tar czf "$OUT/ptx.tgz" -C /tmp mlx
+    ;;
+  profile4)
+    [ -f .ptx/ptx.tgz ] && tar xzf .ptx/ptx.tgz -C /tmp
+    run timeout 300 $PY benchmarks/profile_model.py -p bfloat16 float16 -b 1 64 --iters 10 --json "$OUT/profile4.json"
+    ;;
+  kernels2)
+    # outputs through the pinned buffer, detector output too; sample_max with 32 point slices
+    [ -f .ptx/ptx.tgz ] && tar xzf .ptx/ptx.tgz -C /tmp
+    run timeout 200 $PY -m pytest -q -x tests/test_kernels.py tests/test_transfer.py
+    run timeout 60 $PY benchmarks/transfer.py -b 64
+    run timeout 200 $PY benchmarks/profile_model.py -p bfloat16 -b 1 64 --iters 10 --json "$OUT/profile5.json"
+    run timeout 150 $PY -m mlx_hands bench --stage all -b 1 8 32 64 -p bfloat16 --hands 1 2 --iters 50 \
+      --max-seconds 4 --json "$OUT/bench5.json"
+    tar czf "$OUT/ptx.tgz" -C /tmp mlx
+    ;;
+  kernels3)
+    # the MANO kernel, selects instead of concatenations in the rotations, the input copy launched async
+    [ -f .ptx/ptx.tgz ] && tar xzf .ptx/ptx.tgz -C /tmp
+    run timeout 200 $PY -m pytest -q -x tests/test_kernels.py tests/test_transfer.py
+    run timeout 200 $PY -m pytest -q -x -k "reference or float_crops or channel or window" tests/test_models.py
+    run timeout 200 $PY benchmarks/ab.py -p bfloat16 -b 1 64 -v default "no mano kernel" "no custom kernels" \
+      --iters 30 --max-seconds 3 --json "$OUT/ab_mano.json"
+    run timeout 150 $PY benchmarks/profile_model.py -p bfloat16 -b 1 64 --iters 10 --json "$OUT/profile6.json"
+    tar czf "$OUT/ptx.tgz" -C /tmp mlx
+    ;;
+  kernels4)
+    # rotation kernels, every output in one kernel into the pinned buffer; graph chunk size
+    [ -f .ptx/ptx.tgz ] && tar xzf .ptx/ptx.tgz -C /tmp
+    run timeout 200 $PY -m pytest -q -x tests/test_kernels.py tests/test_transfer.py
+    run timeout 200 $PY -m pytest -q -x -k "reference or float_crops or channel or window" tests/test_models.py
+    run timeout 150 $PY benchmarks/ab.py -p bfloat16 -b 1 64 -v default "no rotation kernels" "no custom kernels" \
+      --iters 30 --max-seconds 3 --json "$OUT/ab_rot.json"
+    run timeout 120 $PY benchmarks/profile_model.py -p bfloat16 -b 1 64 --iters 10 --json "$OUT/profile7.json"
+    for v in 25 50 100; do
+      echo "== MLX_MAX_OPS_PER_BUFFER=$v" | tee -a "$log"
+      run env MLX_MAX_OPS_PER_BUFFER=$v timeout 80 $PY -m mlx_hands bench -b 1 64 -p bfloat16 --iters 40 --max-seconds 3
+    done
+    tar czf "$OUT/ptx.tgz" -C /tmp mlx
+    ;;
+  final4)
+    [ -f .ptx/ptx.tgz ] && tar xzf .ptx/ptx.tgz -C /tmp
+    run timeout 450 $PY benchmarks/interleaved.py --reference "$REF" -p bfloat16 float16 -b 1 32 64 --rounds 3 \
+      --iters 20 --json "$OUT/interleaved5.json"
+    run timeout 120 $PY -m mlx_hands bench --stage route --hands 2 -p bfloat16 float16 --iters 50 --max-seconds 4 \
+      --json "$OUT/route5.json"
     ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac

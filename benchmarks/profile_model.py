@@ -115,12 +115,14 @@ def kernel_profile(model, batch: int, iters: int, trace_path: Path | None):
                        and e.get("cat") in ("user_annotation", "cpu_op")], key=lambda e: e["ts"])
     kernels = [e for e in events if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
     by_name = defaultdict(lambda: [0, 0.0])
-    busy, count = [], []
+    busy, count, order = [], [], []
     for it in iters_ev:
         t0, t1 = it["ts"], it["ts"] + it["dur"]
         ks = [k for k in kernels if t0 <= k["ts"] < t1]
         busy.append(sum(k["dur"] for k in ks))
         count.append(len(ks))
+        order = [(k["name"][:100], k["dur"], k.get("args", {}).get("grid"), k.get("args", {}).get("block"),
+                  k["ts"] - t0) for k in sorted(ks, key=lambda k: k["ts"])]  # the last call's kernels, start (us)
         for k in ks:
             by_name[k["name"]][0] += 1
             by_name[k["name"]][1] += k["dur"]
@@ -137,6 +139,7 @@ def kernel_profile(model, batch: int, iters: int, trace_path: Path | None):
         "groups_us": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
         "top": [(name[:120], c / n, d / n, d / c) for name, (c, d) in top[:40]],
         "kernels_seen": len(kernels),
+        "order": order,
     }
 
 

@@ -62,6 +62,15 @@ def main():
         print(f"to_device ({mode}): {med(lambda: prefetched(False)):.2f} ms")
         print(f"to_device ({mode}) + first device read: {med(lambda: touch(prefetched(False))):.2f} ms")
     transfer.MODE = "staged"
+    st = transfer._staging  # None off CUDA
+    for k in (1, 2, 4) if st is not None else ():
+        transfer.COPY_THREADS = k
+        print(f"host copy into the pinned buffer, {k} thread(s): {med(lambda: st._fill(nxt())):.2f} ms")
+        print(f"to_device (staged, {k} thread(s)) + first device read: {med(lambda: touch(prefetched(False))):.2f} ms")
+    window = lambda: nxt()[:, :, 32:224]  # noqa: E731  (WiLoR.input_window)
+    print(f"to_device (staged) of the 256x192 window + first device read: "
+          f"{med(lambda: touch(transfer.to_device(window()))):.2f} ms")
+    transfer.COPY_THREADS = min(4, transfer.os.cpu_count() or 1)
     a = crops[0]
     np.testing.assert_array_equal(np.array(transfer.to_device(a)), a)
     f = a.astype(np.float32) / 3
