@@ -44,11 +44,13 @@ cuda = pytest.mark.skipif(not (mx.default_device().type == mx.DeviceType.gpu and
 def test_staged_paths_are_exact_and_grow(monkeypatch):
     monkeypatch.setattr(transfer, "MODE", "staged")
     rng = np.random.default_rng(5)
-    for shape in [(1, 256, 192, 3), (70, 256, 256, 3), (3, 256, 256, 3)]:  # the second one grows the buffer
+    for shape in [(1, 256, 192, 3), (70, 256, 256, 3), (3, 256, 256, 3), (7, 111, 113, 3)]:  # 70 grows the buffer; odd sizes
         a = rng.integers(0, 256, shape, dtype=np.uint8)
         x = transfer.to_device(a[:, :, 32:-32] if shape[2] == 256 else a)
         np.testing.assert_array_equal(np.array(x), a[:, :, 32:-32] if shape[2] == 256 else a)
     assert transfer._staging is not None
+    f = rng.normal(size=(5, 3331)).astype(np.float32)  # float32, not a multiple of the copy's block
+    np.testing.assert_array_equal(np.array(transfer.to_device(f)), f)
     for n in [1, 3, 4, 4097, 3_000_001]:  # not multiples of 4, and one that grows the output buffer
         v = mx.array(rng.normal(size=n).astype(np.float32))
         h = mx.array(rng.normal(size=(n, 2)).astype(np.float32)).astype(mx.bfloat16)

@@ -113,7 +113,7 @@ class _Pinned:
         return True
 
 
-_HEAD = 16  # the input buffer starts with the number of 16-byte words that follow
+_BLOCK = 4096  # bytes per block of the input copy (256 threads x 16 bytes)
 
 
 class _Staging:
@@ -132,9 +132,9 @@ class _Staging:
         mx.eval(self.token)
 
     def _fill(self, a: np.ndarray) -> None:
-        """Copy a (any strides) into the pinned buffer after its header, row-major; large inputs in slices over
+        """Copy a (any strides) into the pinned buffer, row-major; large inputs in slices over
         a few threads (numpy releases the GIL while it copies)."""
-        dst = self.inp.view[_HEAD : _HEAD + a.nbytes].view(a.dtype).reshape(a.shape)
+        dst = self.inp.view[: a.nbytes].view(a.dtype).reshape(a.shape)
         k = min(COPY_THREADS, len(a)) if a.ndim and a.nbytes >= _THREADED_BYTES else 1
         if k <= 1:
             np.copyto(dst, a)
@@ -149,29 +149,23 @@ class _Staging:
             if self.pending is not None:
                 mx.eval(self.pending)  # the previous copy has read the buffer before it is refilled
                 self.pending = None
-            if self.inp.reserve(_HEAD + a.nbytes) or self.in_kernel is None:
-                # the word count is read from the buffer's header: an MLX scalar input would live in managed
-                # memory and fault on every call; `token` is only there because a kernel takes inputs
+            # one 16-byte word per thread, in whole blocks: the copy covers a.nbytes rounded up to _BLOCK
+            # bytes (the kernel needs no count, whose every read would cross the bus), and the result is
+            # a view of its first a.nbytes
+            padded = -(-a.nbytes // _BLOCK) * _BLOCK
+            if self.inp.reserve(padded) or self.in_kernel is None:
                 self.in_kernel = mx.fast.cuda_kernel(
                     name=f"mlx_hands_staged_in_{self.inp.dev:x}", input_names=["token"], output_names=["out"],
                     source=f"""
-    // one read of the header per block: every read of mapped host memory crosses the bus
-    __shared__ unsigned long long count;
-    if (threadIdx.x == 0) count = *reinterpret_cast<const volatile unsigned long long*>({self.inp.dev}ULL);
-    __syncthreads();
-    const uint4* src = reinterpret_cast<const uint4*>({self.inp.dev + _HEAD}ULL);
-    uint4* dst = reinterpret_cast<uint4*>(out);
-    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < count;
-         i += (unsigned long long)gridDim.x * blockDim.x) {{
-        dst[i] = src[i];
-    }}
+    const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    reinterpret_cast<uint4*>(out)[i] = reinterpret_cast<const uint4*>({self.inp.dev}ULL)[i];
 """)
-            words = a.nbytes // _VEC
-            self.inp.view[:8].view(np.uint64)[0] = words
             self._fill(a)
-            threads = min(-(-words // 256) * 256, 1 << 18)  # whole blocks of 256; the kernel strides
-            (out,) = self.in_kernel(inputs=[self.token], grid=(threads, 1, 1), threadgroup=(256, 1, 1),
-                                    output_shapes=[a.shape], output_dtypes=[_STAGED_DTYPES[a.dtype]])
+            dtype = _STAGED_DTYPES[a.dtype]
+            (out,) = self.in_kernel(inputs=[self.token], grid=(padded // _VEC, 1, 1),
+                                    threadgroup=(_BLOCK // _VEC, 1, 1), output_shapes=[(padded // a.itemsize,)],
+                                    output_dtypes=[dtype])
+            out = out[: a.size].reshape(a.shape)
             # launched now, so that it runs while the caller builds its graph; the next call waits for it
             mx.async_eval(out)
             self.pending = out
@@ -248,7 +242,7 @@ def to_device(a: np.ndarray) -> mx.array:
     a = np.asarray(a)
     if a.nbytes < MIN_BYTES or MODE == "plain":
         return mx.array(np.ascontiguousarray(a))
-    if a.nbytes % _VEC == 0 and a.dtype in _STAGED_DTYPES:
+    if a.dtype in _STAGED_DTYPES:
         staging = _get_staging()
         if staging is not None:
             return staging(a)
