@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The measurements behind BENCHMARKS.md, as run on a lent GPU machine (MLX's CUDA backend), from the repo root:
 #   bash benchmarks/device_session.sh PHASE      (PHASE: check | parity | final1 | matrix | final2 | ports | profile | variants | ab
-#                                                | prefetch | variants2 | route3 | staged | final3 | kernels | profile4 | kernels2 | kernels3 | kernels4 | final4)
+#                                                | prefetch | variants2 | route3 | staged | final3 | kernels | profile4 | kernels2 | kernels3 | kernels4 | final5 | final6 | matrix2 | final4)
 # Expects mlx (+ mlx-cuda) installed, and for the reference comparison a WiLoR-mini checkout and the
 # smplx/roma wheels under .refbench/ (git-ignored; see BENCHMARKS.md). Results go to $OUT (default out/).
 set -uo pipefail
@@ -148,6 +148,36 @@ case "$phase" in
       run env MLX_MAX_OPS_PER_BUFFER=$v timeout 80 $PY -m mlx_hands bench -b 1 64 -p bfloat16 --iters 40 --max-seconds 3
     done
     tar czf "$OUT/ptx.tgz" -C /tmp mlx
+    ;;
+  final5)
+    # third session, everything in: kernel tests, side by side in alternating rounds, route, route profile
+    [ -f .ptx/ptx.tgz ] && tar xzf .ptx/ptx.tgz -C /tmp
+    run timeout 150 $PY -m pytest -q tests/test_kernels.py tests/test_transfer.py
+    run timeout 300 $PY benchmarks/interleaved.py --reference "$REF" -p bfloat16 float16 float32 -b 1 8 32 64 \
+      --rounds 3 --iters 20 --json "$OUT/interleaved6.json"
+    run timeout 100 $PY -m mlx_hands bench --stage route --hands 1 2 -p bfloat16 float16 --iters 50 --max-seconds 4 \
+      --json "$OUT/route6.json"
+    run timeout 100 $PY benchmarks/profile_route.py -p bfloat16 --hands 2
+    ;;
+  final6)
+    # the input copy without a count (whole blocks, a view of the result); the route with and without the
+    # pinned-buffer copies
+    [ -f .ptx/ptx.tgz ] && tar xzf .ptx/ptx.tgz -C /tmp
+    run timeout 150 $PY -m pytest -q tests/test_kernels.py tests/test_transfer.py
+    run timeout 60 $PY benchmarks/transfer.py -b 64
+    run timeout 120 $PY benchmarks/profile_model.py -p bfloat16 -b 1 64 --iters 10 --json "$OUT/profile8.json"
+    for m in staged plain; do
+      echo "== MLX_HANDS_TRANSFER=$m" | tee -a "$log"
+      run env MLX_HANDS_TRANSFER=$m timeout 100 $PY -m mlx_hands bench --stage all -b 1 64 -p bfloat16 --hands 2 \
+        --iters 50 --max-seconds 4 --json "$OUT/bench6_$m.json"
+    done
+    run timeout 100 $PY benchmarks/profile_route.py -p bfloat16 --hands 2
+    ;;
+  matrix2)
+    [ -f .ptx/ptx.tgz ] && tar xzf .ptx/ptx.tgz -C /tmp
+    run timeout 560 $PY -m mlx_hands bench --stage all -b 1 8 32 64 -p float32 float16 bfloat16 --hands 1 2 \
+      --reference "$REF" --reference-precision float32 float16 bfloat16 --floors --iters 50 --max-seconds 4 \
+      --json "$OUT/bench_matrix2.json"
     ;;
   final4)
     [ -f .ptx/ptx.tgz ] && tar xzf .ptx/ptx.tgz -C /tmp
