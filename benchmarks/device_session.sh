@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The measurements behind BENCHMARKS.md, as run on a lent GPU machine (MLX's CUDA backend), from the repo root:
 #   bash benchmarks/device_session.sh PHASE      (PHASE: check | parity | final1 | matrix | final2 | ports | profile | variants | ab
-#                                                | prefetch | variants2 | route3 | staged | final3 | kernels | profile4 | kernels2 | kernels3 | kernels4 | final5 | final6 | matrix2 | final4)
+#                                                | prefetch | variants2 | route3 | staged | final3 | kernels | profile4 | kernels2 | kernels3 | kernels4 | final5 | final6 | route7 | matrix2 | final4)
 # Expects mlx (+ mlx-cuda) installed, and for the reference comparison a WiLoR-mini checkout and the
 # smplx/roma wheels under .refbench/ (git-ignored; see BENCHMARKS.md). Results go to $OUT (default out/).
 set -uo pipefail
@@ -171,6 +171,13 @@ case "$phase" in
       run env MLX_HANDS_TRANSFER=$m timeout 100 $PY -m mlx_hands bench --stage all -b 1 64 -p bfloat16 --hands 2 \
         --iters 50 --max-seconds 4 --json "$OUT/bench6_$m.json"
     done
+    run timeout 100 $PY benchmarks/profile_route.py -p bfloat16 --hands 2
+    ;;
+  route7)
+    # the planted detector output computed on the device (as a real detector's output is)
+    [ -f .ptx/ptx.tgz ] && tar xzf .ptx/ptx.tgz -C /tmp
+    run timeout 150 $PY -m mlx_hands bench --stage all -b 1 8 64 -p bfloat16 float16 --hands 1 2 4 --iters 50 \
+      --max-seconds 4 --json "$OUT/bench7.json"
     run timeout 100 $PY benchmarks/profile_route.py -p bfloat16 --hands 2
     ;;
   matrix2)
