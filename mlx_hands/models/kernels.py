@@ -22,6 +22,7 @@ comma list of the names above, turns kernels off (A/B benchmarks, debugging); so
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 
@@ -29,6 +30,9 @@ import mlx.core as mx
 
 NAMES = ("add_layer_norm", "gelu", "sample_max", "mano", "rotations")
 _disabled: set[str] = {n.strip() for n in os.environ.get("MLX_HANDS_NO_KERNELS", "").split(",") if n.strip()}
+if _disabled - set(NAMES) - {"all"}:
+    logging.getLogger(__name__).warning("MLX_HANDS_NO_KERNELS: unknown name(s) %s ignored; known: all, %s",
+                                        sorted(_disabled - set(NAMES) - {"all"}), ", ".join(NAMES))
 
 
 def cuda_kernels_available() -> bool:
@@ -374,7 +378,7 @@ def mano(betas: mx.array, rot_mats: mx.array, v_template: mx.array, shapedirs: m
     """The MANO layer, float32: betas (B, K), rot_mats (B, J, 3, 3) -> (vertices (B, V, 3), joints (B, NOUT, 3)),
     joints taken by out_index from [posed joints, vertices]. fallback() gives the same with ordinary ops (used
     off CUDA or when disabled)."""
-    if not enabled("mano"):
+    if not enabled("mano") or betas.shape[0] == 0:
         return fallback()
     B, K = betas.shape
     V, J = lbs_weights.shape

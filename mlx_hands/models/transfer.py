@@ -233,6 +233,12 @@ def _get_staging() -> _Staging | None:
     return _staging
 
 
+def _give_up_staging(error: Exception) -> None:
+    global MODE
+    log.warning("staged host<->GPU copies failed (%s); using managed memory from now on", error)
+    MODE = "prefetch"
+
+
 def to_device(a: np.ndarray) -> mx.array:
     """mx.array(a), moved to the GPU without page faults on MLX's CUDA backend (module docstring).
 
@@ -245,7 +251,10 @@ def to_device(a: np.ndarray) -> mx.array:
     if a.dtype in _STAGED_DTYPES:
         staging = _get_staging()
         if staging is not None:
-            return staging(a)
+            try:
+                return staging(a)
+            except OSError as e:  # a pinned buffer could not grow
+                _give_up_staging(e)
     driver = _get_driver()
     x = mx.array(np.ascontiguousarray(a))
     if MODE == "prefetch" and driver and driver.prefetch is not None and driver.has_context():
@@ -263,9 +272,13 @@ def from_device(arrays: dict[str, mx.array]) -> dict[str, np.ndarray]:
     if floats:
         parts = [v.astype(mx.float32).reshape(-1) for v in floats.values()]
         staging = _get_staging() if all(p.size for p in parts) else None
+        flat = None
         if staging is not None:
-            flat = staging.read(parts)
-        else:
+            try:
+                flat = staging.read(parts)
+            except OSError as e:
+                _give_up_staging(e)
+        if flat is None:
             flat = np.array(mx.concatenate(parts) if len(parts) > 1 else parts[0])
         i = 0
         for k, v in floats.items():
