@@ -6,7 +6,6 @@ import mlx.core as mx
 
 from . import kernels
 
-
 # The forward pass calls these on (B, 16, ...) arrays. They are written with slices and elementwise
 # arithmetic only (no reductions, argmax or gathers), so that under mx.compile each becomes one fused
 # kernel, instead of dozens of tiny launches.

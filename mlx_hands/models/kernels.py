@@ -22,6 +22,7 @@ comma list of the names above, turns kernels off (A/B benchmarks, debugging); so
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -53,6 +54,13 @@ def enabled(name: str, override: bool | None = None) -> bool:
     if override is not None:
         return override
     return name not in _disabled and "all" not in _disabled and cuda_kernels_available()
+
+
+@functools.cache
+def _kernel(name: str, inputs: tuple[str, ...], outputs: tuple[str, ...], source: str, header: str = ""):
+    """mx.fast.cuda_kernel, built once per distinct kernel (MLX compiles the source once per process)."""
+    return mx.fast.cuda_kernel(name=name, input_names=list(inputs), output_names=list(outputs), source=source,
+                               header=header)
 
 
 def active() -> tuple[str, ...]:
@@ -171,10 +179,8 @@ def add_layer_norm(x: mx.array, y: mx.array, weight: mx.array, bias: mx.array, e
     n = x.shape[-1]
     rows = x.size // n
     tag = f"{eps:.3e}".replace(".", "p").replace("-", "m").replace("+", "")
-    kernel = mx.fast.cuda_kernel(
-        name=f"mlx_hands_add_ln_eps{tag}", input_names=["x", "y", "w", "b"], output_names=["s", "out"],
-        source=f"  constexpr float EPS = {float(eps)!r}f;\n" + _ADD_LN, header=_HEADER,
-    )
+    kernel = _kernel(f"mlx_hands_add_ln_eps{tag}", ("x", "y", "w", "b"), ("s", "out"),
+                     f"  constexpr float EPS = {float(eps)!r}f;\n" + _ADD_LN, _HEADER)
     s, out = kernel(
         inputs=[x.reshape(rows, n), y.reshape(rows, n), weight.astype(x.dtype), bias.astype(x.dtype)],
         template=[("T", x.dtype), ("N", n)],
@@ -209,8 +215,7 @@ def gelu(x: mx.array) -> mx.array:
     rounds once (the fallback rounds after every elementwise step in half precision)."""
     if not enabled("gelu") or x.dtype not in (mx.float32, mx.float16, mx.bfloat16) or x.size == 0:
         return x * (1 + mx.erf(x / math.sqrt(2))) / 2
-    kernel = mx.fast.cuda_kernel(name="mlx_hands_gelu", input_names=["x"], output_names=["out"],
-                                 source=_GELU, header=_HEADER)
+    kernel = _kernel("mlx_hands_gelu", ("x",), ("out",), _GELU, _HEADER)
     cols = x.shape[-1]
     x2 = x.reshape(-1, cols)
     packs = -(-x.size * x.itemsize // 16)
@@ -272,8 +277,7 @@ def sample_max(feat: mx.array, u: mx.array, v: mx.array, fallback) -> mx.array:
         return fallback(feat, u, v)
     B, H, W, C = feat.shape
     N = u.shape[1]
-    kernel = mx.fast.cuda_kernel(name="mlx_hands_sample_max", input_names=["feat", "u", "v"],
-                                 output_names=["out"], source=_SAMPLE_MAX, header=_HEADER)
+    kernel = _kernel("mlx_hands_sample_max", ("feat", "u", "v"), ("out",), _SAMPLE_MAX, _HEADER)
     (out,) = kernel(inputs=[feat, u.astype(mx.float32), v.astype(mx.float32)],
                     template=[("T", feat.dtype), ("H", H), ("W", W), ("C", C), ("NP", N)],
                     grid=(-(-C // 32) * 32, 32, B), threadgroup=(32, 32, 1),
@@ -384,12 +388,10 @@ def mano(betas: mx.array, rot_mats: mx.array, v_template: mx.array, shapedirs: m
     V, J = lbs_weights.shape
     n_out = out_index.shape[0]
     tag = "_".join(str(p).replace("-", "m") for p in parents)
-    kernel = mx.fast.cuda_kernel(
-        name=f"mlx_hands_mano_{tag}",
-        input_names=["betas", "rot", "v_template", "shapedirs", "posedirs", "J_regressor", "lbs_weights",
-                     "out_index"],
-        output_names=["vertices", "joints"],
-        source="  #define PARENTS {" + ", ".join(str(int(p)) for p in parents) + "}\n" + _MANO)
+    kernel = _kernel(f"mlx_hands_mano_{tag}",
+                     ("betas", "rot", "v_template", "shapedirs", "posedirs", "J_regressor", "lbs_weights", "out_index"),
+                     ("vertices", "joints"),
+                     "  #define PARENTS {" + ", ".join(str(int(p)) for p in parents) + "}\n" + _MANO)
     vertices, joints = kernel(
         inputs=[betas.astype(mx.float32), rot_mats.astype(mx.float32).reshape(B, J * 9), v_template,
                 shapedirs.reshape(V * 3, K), posedirs, J_regressor, lbs_weights, out_index.astype(mx.int32)],
@@ -426,7 +428,9 @@ _AXIS_ANGLE = """
   const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= r_shape[0]) return;
   const float* m = r + i * 9;
-  const float m00 = m[0], m01 = m[1], m02 = m[2], m10 = m[3], m11 = m[4], m12 = m[5], m20 = m[6], m21 = m[7], m22 = m[8];
+  const float m00 = m[0], m01 = m[1], m02 = m[2];
+  const float m10 = m[3], m11 = m[4], m12 = m[5];
+  const float m20 = m[6], m21 = m[7], m22 = m[8];
   const float tr = m00 + m11 + m22;
   const float cand[4] = {tr, m00 - m11 - m22, m11 - m00 - m22, m22 - m00 - m11};
   float best = cand[0];
@@ -456,7 +460,7 @@ def rot6d_to_rotmat(x: mx.array, fallback) -> mx.array:
     if not enabled("rotations") or x.dtype != mx.float32 or x.size == 0:
         return fallback(x)
     n = x.size // 6
-    kernel = mx.fast.cuda_kernel(name="mlx_hands_rot6d", input_names=["x"], output_names=["out"], source=_ROT6D)
+    kernel = _kernel("mlx_hands_rot6d", ("x",), ("out",), _ROT6D)
     (out,) = kernel(inputs=[x.reshape(n, 6)], grid=(-(-n // 64) * 64, 1, 1), threadgroup=(64, 1, 1),
                     output_shapes=[(n, 9)], output_dtypes=[mx.float32])
     return out.reshape(*x.shape[:-1], 3, 3)
@@ -467,8 +471,7 @@ def rotmat_to_axis_angle(r: mx.array, fallback) -> mx.array:
     if not enabled("rotations") or r.dtype != mx.float32 or r.size == 0:
         return fallback(r)
     n = r.size // 9
-    kernel = mx.fast.cuda_kernel(name="mlx_hands_axis_angle", input_names=["r"], output_names=["out"],
-                                 source=_AXIS_ANGLE)
+    kernel = _kernel("mlx_hands_axis_angle", ("r",), ("out",), _AXIS_ANGLE)
     (out,) = kernel(inputs=[r.reshape(n, 9)], grid=(-(-n // 64) * 64, 1, 1), threadgroup=(64, 1, 1),
                     output_shapes=[(n, 3)], output_dtypes=[mx.float32])
     return out.reshape(*r.shape[:-2], 3)
