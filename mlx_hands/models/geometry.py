@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mlx.core as mx
+import numpy as np
 
 from . import kernels
 
@@ -24,8 +25,7 @@ def _join(pieces: list[mx.array]) -> mx.array:
     arithmetic before it under mx.compile; mx.concatenate would copy every piece in a kernel of its own)."""
     n = len(pieces)
     if n not in _IOTAS:
-        _IOTAS[n] = mx.arange(n)
-        mx.eval(_IOTAS[n])  # a constant of every trace, not an op
+        _IOTAS[n] = mx.array(np.arange(n, dtype=np.int32))  # data, not an op: a constant of every trace
     iota = _IOTAS[n]
     out = pieces[-1]
     for i in range(n - 2, -1, -1):

@@ -139,7 +139,8 @@ class WiLoR(nn.Module):
             # F enters as an array so that a new focal length does not retrace
             F = mx.array(F, dtype=mx.float32).reshape(-1, 1)
             # Python-level choices the trace bakes in
-            key = (self.mano.parents, self.backbone.fuse_add_norm, self.refine_net.deconv.deconv_gemm, kernels.active())
+            key = (self.mano.parents, self.backbone.fuse_add_norm, self.refine_net.deconv.deconv_gemm,
+                   kernels.active())
             return WiLoROutput(**self._compiled.get(self.forward_arrays, self, key)(crops, F))
         if isinstance(F, mx.array):
             F = F.astype(mx.float32).reshape(-1, 1)
