@@ -8,6 +8,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from mlx_hands import bench
 from mlx_hands.config import RefineNetConfig, ViTConfig, WiLoRConfig
 from mlx_hands.convert.wilor import convert_wilor_state
 from mlx_hands.models.geometry import axis_angle_to_rotmat, rot6d_to_rotmat, rotmat_to_axis_angle
@@ -260,3 +261,16 @@ def test_sample_points_matches_torch_grid_sample():
     grid = torch.from_numpy(np.stack([uv[..., 0] / (W - 1) * 2 - 1, uv[..., 1] / (H - 1) * 2 - 1], -1))[:, :, None]
     ref = torch.nn.functional.grid_sample(torch.from_numpy(feat).permute(0, 3, 1, 2), grid, align_corners=True)
     np.testing.assert_allclose(got, ref[..., 0].permute(0, 2, 1).numpy(), atol=1e-5)
+
+
+def test_wilor_compiled_forward_equals_eager():
+    """The compiled forward (the default on GPUs) traces the same ops: here with the portable fallbacks of
+    models/kernels.py, as on Metal; the CUDA kernels are checked in test_kernels.py."""
+    model = bench.random_model(TINY)
+    crops = mx.array(bench.make_crops(2))
+    model.compile = False
+    a = model(crops)
+    model.compile = True
+    b = model(crops)
+    for name in ("vertices", "keypoints_3d", "hand_pose", "cam"):
+        np.testing.assert_allclose(np.array(getattr(b, name)), np.array(getattr(a, name)), atol=1e-5)
