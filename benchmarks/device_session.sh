@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The measurements behind BENCHMARKS.md, as run on a lent GPU machine (MLX's CUDA backend), from the repo root:
 #   bash benchmarks/device_session.sh PHASE      (PHASE: check | parity | final1 | matrix | final2 | ports | profile | variants | ab
-#                                                | prefetch | variants2 | route3 | staged | final3 | kernels | profile4 | kernels2 | kernels3 | kernels4 | final5 | final6 | route7 | check3 | matrix2 | final4)
+#                                                | prefetch | variants2 | route3 | staged | final3 | kernels | profile4 | kernels2 | kernels3 | kernels4 | final5 | final6 | route7 | check3 | graphs2 | matrix2 | final4)
 # Expects mlx (+ mlx-cuda) installed, and for the reference comparison a WiLoR-mini checkout and the
 # smplx/roma wheels under .refbench/ (git-ignored; see BENCHMARKS.md). Results go to $OUT (default out/).
 set -uo pipefail
@@ -186,6 +186,17 @@ case "$phase" in
     run timeout 200 $PY -m pytest -q tests/test_kernels.py tests/test_transfer.py tests/test_bench.py
     run timeout 200 $PY -m pytest -q -x -k "reference or float_crops or channel or window" tests/test_models.py
     run timeout 100 $PY -m mlx_hands bench -b 1 64 -p bfloat16 --iters 40 --max-seconds 3 --json "$OUT/bench8.json"
+    ;;
+  graphs2)
+    # MLX's CUDA graphs on and off, alternating processes
+    [ -f .ptx/ptx.tgz ] && tar xzf .ptx/ptx.tgz -C /tmp
+    for r in 1 2; do
+      for v in 1 0; do
+        echo "== round $r MLX_USE_CUDA_GRAPHS=$v" | tee -a "$log"
+        run env MLX_USE_CUDA_GRAPHS=$v timeout 100 $PY -m mlx_hands bench --stage all -b 1 8 64 -p bfloat16 --hands 2 \
+          --iters 40 --max-seconds 3 --json "$OUT/graphs_${v}_$r.json"
+      done
+    done
     ;;
   matrix2)
     [ -f .ptx/ptx.tgz ] && tar xzf .ptx/ptx.tgz -C /tmp
