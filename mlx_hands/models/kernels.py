@@ -455,23 +455,24 @@ _AXIS_ANGLE = """
 """
 
 
+def _per_rotation(name: str, arg: str, source: str, a: mx.array, lead: tuple[int, ...], width: int,
+                  out_shape: tuple[int, ...], fallback) -> mx.array:
+    """A thread-per-rotation float32 kernel over a's leading axes: (*lead, width) -> (*lead, *out_shape)."""
+    if not enabled("rotations") or a.dtype != mx.float32 or a.size == 0:
+        return fallback(a)
+    n = a.size // width
+    out_width = math.prod(out_shape)
+    (out,) = _kernel(name, (arg,), ("out",), source)(
+        inputs=[a.reshape(n, width)], grid=(-(-n // 64) * 64, 1, 1), threadgroup=(64, 1, 1),
+        output_shapes=[(n, out_width)], output_dtypes=[mx.float32])
+    return out.reshape(*lead, *out_shape)
+
+
 def rot6d_to_rotmat(x: mx.array, fallback) -> mx.array:
     """x (..., 6) -> (..., 3, 3) float32; fallback(x) off CUDA or when disabled."""
-    if not enabled("rotations") or x.dtype != mx.float32 or x.size == 0:
-        return fallback(x)
-    n = x.size // 6
-    kernel = _kernel("mlx_hands_rot6d", ("x",), ("out",), _ROT6D)
-    (out,) = kernel(inputs=[x.reshape(n, 6)], grid=(-(-n // 64) * 64, 1, 1), threadgroup=(64, 1, 1),
-                    output_shapes=[(n, 9)], output_dtypes=[mx.float32])
-    return out.reshape(*x.shape[:-1], 3, 3)
+    return _per_rotation("mlx_hands_rot6d", "x", _ROT6D, x, x.shape[:-1], 6, (3, 3), fallback)
 
 
 def rotmat_to_axis_angle(r: mx.array, fallback) -> mx.array:
     """r (..., 3, 3) -> (..., 3) float32; fallback(r) off CUDA or when disabled."""
-    if not enabled("rotations") or r.dtype != mx.float32 or r.size == 0:
-        return fallback(r)
-    n = r.size // 9
-    kernel = _kernel("mlx_hands_axis_angle", ("r",), ("out",), _AXIS_ANGLE)
-    (out,) = kernel(inputs=[r.reshape(n, 9)], grid=(-(-n // 64) * 64, 1, 1), threadgroup=(64, 1, 1),
-                    output_shapes=[(n, 3)], output_dtypes=[mx.float32])
-    return out.reshape(*r.shape[:-2], 3)
+    return _per_rotation("mlx_hands_axis_angle", "r", _AXIS_ANGLE, r, r.shape[:-2], 9, (3,), fallback)
