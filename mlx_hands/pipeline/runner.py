@@ -169,19 +169,58 @@ class HandPosePipeline:
         img = load_image(image)
         timings["load"] = time.perf_counter() - t
         t = time.perf_counter()
-        det = self.detect(img, conf=conf, iou=iou, max_det=max_det)
+        boxes, is_right, scores, kps = self._detections(img, conf, iou, max_det)
         timings["detect"] = time.perf_counter() - t
-        boxes = np.asarray(det.boxes, dtype=np.float64).reshape(-1, 4)
-        is_right = np.asarray(det.classes).reshape(-1) == 1  # detector classes: 0 = left, 1 = right
-        scores = np.asarray(det.scores, dtype=np.float32).reshape(-1)
-        kps = np.asarray(det.keypoints)
-        # a box clipped to a sliver at the image edge can round to zero width; it has no crop
-        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        if not keep.all():
-            log.debug("dropping %d zero-size detections", int((~keep).sum()))
-            boxes, is_right, scores, kps = boxes[keep], is_right[keep], scores[keep], kps[keep]
         return self._run(img, boxes, is_right, scores, kps, timings, rescale_factor, focal_length_px, K,
                          include_vertices)
+
+    def predict_many(
+        self,
+        images,
+        *,
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
+        rescale_factor: float | None = None,
+        focal_length_px: float | None = None,
+        include_vertices: bool = True,
+    ) -> list[list[Hand]]:
+        """Several images at once: the detector on each, then one WiLoR forward for the hands of all of them
+        (where a GPU earns its keep). The same hands as calling the pipeline on each image; last_timings holds
+        the stages summed over the batch."""
+        if self.detector is None:
+            raise ValueError("this pipeline has no hand detector; pass boxes with predict_with_boxes()")
+        timings = dict.fromkeys(("load", "detect", "crop", "model", "post"), 0.0)
+        prepared = []
+        for i, image in enumerate(images):
+            t = time.perf_counter()
+            img = load_image(image, name=f"images[{i}]")
+            timings["load"] += time.perf_counter() - t
+            t = time.perf_counter()
+            det = self._detections(img, conf, iou, max_det)
+            timings["detect"] += time.perf_counter() - t
+            t = time.perf_counter()
+            prepared.append((img, det, self._prepare(img, det[0], det[1], rescale_factor, focal_length_px, None)))
+            timings["crop"] += time.perf_counter() - t
+        counts = [len(det[0]) for _, det, _ in prepared]
+        out = None
+        if sum(counts):
+            t = time.perf_counter()
+            crops = np.concatenate([p[1] for *_, p in prepared if len(p[1])])
+            Fs = np.concatenate([np.full(n, p[4], np.float32) for n, (*_, p) in zip(counts, prepared) if n])
+            F = float(Fs[0]) if np.all(Fs == Fs[0]) else mx.array(Fs)  # a scalar as pipe(image) passes it
+            out = self._forward(crops, F, include_vertices)
+            timings["model"] += time.perf_counter() - t
+        results, start = [], 0
+        for n, (img, (boxes, is_right, scores, kps), (camera, _, centers, sizes, _)) in zip(counts, prepared):
+            t = time.perf_counter()
+            o = {k: v[start : start + n] for k, v in out.items()} if n else None
+            results.append(self._hands(img, boxes, is_right, scores, kps, camera, centers, sizes, o) if n else [])
+            start += n
+            timings["post"] += time.perf_counter() - t
+        timings["total"] = sum(timings.values())
+        self.last_timings = timings
+        return results
 
     def predict_with_boxes(
         self,
@@ -234,8 +273,22 @@ class HandPosePipeline:
         mx.eval(out)
         return _to_numpy(out)
 
-    def _run(self, img, boxes, is_right, confidence, det_kps, timings, rescale_factor, focal_length_px, K,
-             include_vertices):
+    def _detections(self, img, conf, iou, max_det):
+        """Detector on one RGB image -> (boxes (N, 4) float64, is_right (N,) bool, scores (N,), keypoints)."""
+        det = self.detect(img, conf=conf, iou=iou, max_det=max_det)
+        boxes = np.asarray(det.boxes, dtype=np.float64).reshape(-1, 4)
+        is_right = np.asarray(det.classes).reshape(-1) == 1  # detector classes: 0 = left, 1 = right
+        scores = np.asarray(det.scores, dtype=np.float32).reshape(-1)
+        kps = np.asarray(det.keypoints)
+        # a box clipped to a sliver at the image edge can round to zero width; it has no crop
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        if not keep.all():
+            log.debug("dropping %d zero-size detections", int((~keep).sum()))
+            boxes, is_right, scores, kps = boxes[keep], is_right[keep], scores[keep], kps[keep]
+        return boxes, is_right, scores, kps
+
+    def _prepare(self, img, boxes, is_right, rescale_factor, focal_length_px, K):
+        """-> (full-image camera, crops (N, 256, 256, 3), centers, sizes, the network's crop focal F)."""
         H, W = img.shape[:2]
         camera = postprocess.camera_intrinsics(
             (W, H),
@@ -244,48 +297,65 @@ class HandPosePipeline:
             K=K,
             patch_size=self.patch_size,
         )
+        if not len(boxes):
+            return camera, np.zeros((0,)), None, None, self.focal_length
+        r = self.rescale_factor if rescale_factor is None else rescale_factor
+        crops, centers, sizes = preprocess.crop_hands(img, boxes, is_right, r, self.patch_size)
+        # the network's own focal F (crop pixels) follows the full-image camera: F = f * 256 / max(W, H)
+        user_camera = K is not None or focal_length_px is not None or self.focal_length_px is not None
+        F = (camera.fx + camera.fy) / 2 * self.patch_size / max(W, H) if user_camera else self.focal_length
+        return camera, crops, centers, sizes, F
+
+    def _forward(self, crops, F, include_vertices) -> dict[str, np.ndarray]:
+        # every hand in one batch; only the columns the network reads travel to the device
+        out = self.model(to_device(self.model.input_window(crops)), focal_length=F)
+        names = ["cam", "keypoints_3d", "global_orient", "hand_pose", "betas"]
+        if include_vertices:
+            names.append("vertices")
+        return from_device({n: getattr(out, n) for n in names})  # one device -> host copy
+
+    def _hands(self, img, boxes, is_right, confidence, det_kps, camera, centers, sizes, o) -> list[Hand]:
+        H, W = img.shape[:2]
+        return postprocess.make_hands(
+            boxes=boxes,
+            is_right=is_right,
+            confidence=confidence,
+            centers=centers,
+            sizes=sizes,
+            image_wh=(W, H),
+            camera=camera,
+            cam=o["cam"],
+            keypoints_3d=o["keypoints_3d"],
+            global_orient=o["global_orient"],
+            hand_pose=o["hand_pose"],
+            betas=o["betas"],
+            vertices=o.get("vertices"),
+            detector_keypoints=None if det_kps is None else np.asarray(det_kps),
+        )
+
+    def _run(self, img, boxes, is_right, confidence, det_kps, timings, rescale_factor, focal_length_px, K,
+             include_vertices):
         hands: list[Hand] = []
+        t = time.perf_counter()
+        camera, crops, centers, sizes, F = self._prepare(img, boxes, is_right, rescale_factor, focal_length_px, K)
         if len(boxes):
-            t = time.perf_counter()
-            r = self.rescale_factor if rescale_factor is None else rescale_factor
-            crops, centers, sizes = preprocess.crop_hands(img, boxes, is_right, r, self.patch_size)
             timings["crop"] = time.perf_counter() - t
-
             t = time.perf_counter()
-            # the network's own focal F (crop pixels) follows the full-image camera: F = f * 256 / max(W, H)
-            user_camera = K is not None or focal_length_px is not None or self.focal_length_px is not None
-            F = (camera.fx + camera.fy) / 2 * self.patch_size / max(W, H) if user_camera else self.focal_length
-            # every hand of the frame in one batch; only the columns the network reads travel to the device
-            out = self.model(to_device(self.model.input_window(crops)), focal_length=F)
-            names = ["cam", "keypoints_3d", "global_orient", "hand_pose", "betas"]
-            if include_vertices:
-                names.append("vertices")
-            o = from_device({n: getattr(out, n) for n in names})  # one device -> host copy
+            o = self._forward(crops, F, include_vertices)
             timings["model"] = time.perf_counter() - t
-
             t = time.perf_counter()
-            hands = postprocess.make_hands(
-                boxes=boxes,
-                is_right=is_right,
-                confidence=confidence,
-                centers=centers,
-                sizes=sizes,
-                image_wh=(W, H),
-                camera=camera,
-                cam=o["cam"],
-                keypoints_3d=o["keypoints_3d"],
-                global_orient=o["global_orient"],
-                hand_pose=o["hand_pose"],
-                betas=o["betas"],
-                vertices=o.get("vertices"),
-                detector_keypoints=None if det_kps is None else np.asarray(det_kps),
-            )
+            hands = self._hands(img, boxes, is_right, confidence, det_kps, camera, centers, sizes, o)
             timings["post"] = time.perf_counter() - t
         else:
             timings.update(crop=0.0, model=0.0, post=0.0)
         timings["total"] = sum(timings.values())
         self.last_timings = timings
         return hands
+
+
+def device_name() -> str:
+    """The MLX device the networks run on (e.g. "Device(gpu, 0)"), for servers and result files."""
+    return str(mx.default_device())
 
 
 def _model_info(path_or_repo, local: Path | None, model, dtype) -> dict[str, Any]:
