@@ -1,0 +1,246 @@
+"""The inference worker: the one thread that drives MLX for the whole server.
+
+MLX (like most GPU runtimes) is driven from one thread. The worker loads the pipeline, warms it up, then takes
+jobs from a bounded queue. Every pipeline call (`pipe(image)`) that is waiting when the worker comes round is
+run together through `pipe.predict_many`: the detector on each image, one WiLoR forward for all their hands.
+Jobs with different options run as separate groups; other calls (`predict_with_boxes`, `detect`) one by one.
+
+Other threads use the pipeline through `WorkerPipe`, which looks like a HandPosePipeline but queues each call
+and waits for its result, so per-connection code (tracking, smoothing) can stay plain synchronous numpy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+BATCHED = "__call__"
+
+
+class WorkerUnavailable(RuntimeError):
+    """The worker cannot take a job: the model is still loading, failed to load, the queue is full or the
+    server is stopping. `status` is the HTTP status that says so (503)."""
+
+    status = 503
+
+
+@dataclasses.dataclass(eq=False)
+class Job:
+    method: str  # a HandPosePipeline method name; "__call__" jobs are batched
+    args: tuple
+    kwargs: dict
+    future: Future = dataclasses.field(default_factory=Future)
+    submitted: float = dataclasses.field(default_factory=time.perf_counter)
+    wait: float = 0.0  # seconds in the queue
+    batch: int = 1  # images in the forward this job was part of
+    timings: dict = dataclasses.field(default_factory=dict)  # pipe.last_timings of that call (the whole batch)
+
+
+class InferenceWorker:
+    """Loads the pipeline with `load()` in its own thread, then runs queued jobs there.
+
+    state: "loading" -> "ok" (or "error", with `error` the message) -> "stopped". `info` describes the
+    loaded model (pipe.info plus what `describe(pipe)` adds). `on_load_error(message)` is called from the
+    worker thread if loading fails.
+    """
+
+    def __init__(
+        self,
+        load: Callable[[], Any],
+        *,
+        describe: Callable[[Any], dict] | None = None,
+        max_batch: int = 16,
+        max_queue: int = 256,
+        warmup: bool = True,
+        on_load_error: Callable[[str], None] | None = None,
+    ):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self._load, self._describe = load, describe
+        self.max_batch, self.warmup = max_batch, warmup
+        self.on_load_error = on_load_error
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
+        self._stopping = threading.Event()
+        self.ready = threading.Event()
+        self.state = "loading"
+        self.error: str | None = None
+        self.pipe = None
+        self.info: dict = {}
+        self.batches = 0  # forwards run
+        self.images = 0  # images through batched calls
+        self._thread = threading.Thread(target=self._main, name="mlx-hands-inference", daemon=True)
+
+    # ------------------------------------------------------------------ any thread
+    def start(self) -> InferenceWorker:
+        self._thread.start()
+        return self
+
+    def submit(self, method: str, *args, **kwargs) -> Job:
+        """Queue `pipe.<method>(*args, **kwargs)`; the job's future gets the result (or the exception)."""
+        if self.state != "ok":
+            reason = {"loading": "the model is still loading", "error": f"the model failed to load: {self.error}",
+                      "stopped": "the server is shutting down"}[self.state]
+            raise WorkerUnavailable(reason)
+        job = Job(method, args, kwargs)
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise WorkerUnavailable(f"server busy: {self._queue.maxsize} jobs are already waiting") from None
+        return job
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the current batch; queued jobs fail with WorkerUnavailable. Waits up to `timeout` s."""
+        self._stopping.set()
+        try:
+            self._queue.put_nowait(None)  # wakes the worker
+        except queue.Full:
+            pass
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # ------------------------------------------------------------------ worker thread
+    def _main(self) -> None:
+        try:
+            t = time.perf_counter()
+            self.pipe = self._load()
+            if self.warmup:
+                _warm_up(self.pipe)
+            self.info = {**dict(getattr(self.pipe, "info", {}) or {}),
+                         **(self._describe(self.pipe) if self._describe else {})}
+            log.info("model loaded and warmed up in %.1f s", time.perf_counter() - t)
+        except Exception as e:  # any failure to load is reported to the user, not raised in a thread
+            self.error = f"{type(e).__name__}: {e}" if not isinstance(e, (ValueError, OSError)) else str(e)
+            self.state = "error"
+            log.error("could not load the model: %s", self.error)
+            self.ready.set()
+            if self.on_load_error:
+                self.on_load_error(self.error)
+            return
+        if not self._stopping.is_set():
+            self.state = "ok"
+        self.ready.set()
+        try:
+            while not self._stopping.is_set():
+                job = self._queue.get()
+                if job is None:
+                    break
+                jobs = [job]
+                while len(jobs) < self.max_batch:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        self._stopping.set()
+                        break
+                    jobs.append(nxt)
+                self._run(jobs)
+        finally:
+            self.state = "stopped"
+            self._fail_waiting()
+
+    def _fail_waiting(self) -> None:
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None and not job.future.done():
+                job.future.set_exception(WorkerUnavailable("the server is shutting down"))
+
+    def _run(self, jobs: list[Job]) -> None:
+        start = time.perf_counter()
+        for job in jobs:
+            job.wait = start - job.submitted
+        groups: dict[tuple, list[Job]] = {}
+        for job in jobs:
+            if job.method == BATCHED and len(job.args) == 1:
+                groups.setdefault(tuple(sorted(job.kwargs.items())), []).append(job)
+            else:
+                self._run_one(job)
+        for group in groups.values():
+            try:
+                results = self.pipe.predict_many([j.args[0] for j in group], **group[0].kwargs)
+            except Exception:  # one bad image must not fail the others: run them one by one
+                if len(group) == 1:
+                    self._run_one(group[0])
+                    continue
+                log.warning("a batch of %d images failed; running them one by one", len(group), exc_info=True)
+                for job in group:
+                    self._run_one(job)
+                continue
+            self.batches += 1
+            self.images += len(group)
+            timings = dict(self.pipe.last_timings)
+            for job, hands in zip(group, results):
+                job.batch, job.timings = len(group), timings
+                job.future.set_result(hands)
+
+    def _run_one(self, job: Job) -> None:
+        try:
+            result = getattr(self.pipe, job.method)(*job.args, **job.kwargs)
+        except Exception as e:  # goes back to the caller's thread
+            job.future.set_exception(e)
+            return
+        if job.method in (BATCHED, "predict_with_boxes"):
+            self.batches += 1
+            self.images += 1
+        job.timings = dict(getattr(self.pipe, "last_timings", {}) or {})
+        job.future.set_result(result)
+
+
+def _warm_up(pipe) -> None:
+    """One detector pass and one WiLoR forward, so that the first client does not pay for first-call setup."""
+    image = np.zeros((256, 256, 3), np.uint8)
+    if getattr(pipe, "detector", None) is not None:
+        pipe.detect(image)
+    pipe.predict_with_boxes(image, [[64.0, 64.0, 192.0, 192.0]], [True])
+
+
+class WorkerPipe:
+    """A HandPosePipeline look-alike for threads other than the worker's: each call runs in the worker.
+
+    One per caller (it remembers its last call's timings): `last_timings`, `last_wait` (seconds queued) and
+    `last_batch` (images in that forward). Reading plain attributes (conf, iou, info, ...) goes to the real
+    pipeline; they are Python values, no MLX.
+    """
+
+    def __init__(self, worker: InferenceWorker, timeout: float | None = 300.0):
+        self._worker, self._timeout = worker, timeout
+        self.last_timings: dict = {}
+        self.last_wait = 0.0
+        self.last_batch = 0
+
+    def _call(self, method: str, *args, **kwargs):
+        job = self._worker.submit(method, *args, **kwargs)
+        result = job.future.result(self._timeout)
+        self.last_timings, self.last_wait, self.last_batch = job.timings, job.wait, job.batch
+        return result
+
+    def __call__(self, image: np.ndarray, **options):
+        return self._call(BATCHED, image, **options)
+
+    def predict_with_boxes(self, image: np.ndarray, boxes, is_right, **options):
+        return self._call("predict_with_boxes", image, boxes, is_right, **options)
+
+    def detect(self, image: np.ndarray, **options):
+        return self._call("detect", image, **options)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_") or name in ("model", "detector", "faces"):  # MLX stays in the worker's thread
+            raise AttributeError(name)
+        return getattr(self._worker.pipe, name)
