@@ -445,6 +445,7 @@ def serve(config: ServeConfig, load: Callable[[], Any], *, on_listening: Callabl
         log_level="info" if config.verbose else "warning",
         access_log=config.verbose,
         ws_max_size=config.max_body_bytes,
+        ws_per_message_deflate=False,  # JPEG frames do not compress; deflating them costs CPU on both ends
         timeout_graceful_shutdown=5,
         lifespan="on",
     ))
