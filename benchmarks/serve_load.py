@@ -60,12 +60,15 @@ def write_synthetic_model(kind: str, path: Path) -> Path:
         wc = WiLoRConfig(vit=ViTConfig(dim=64, depth=2, num_heads=4), refine_net=RefineNetConfig(feat_dim=64))
         dc = DetectorConfig(width=0.25, depth=0.33, imgsz=160)
         model, det = WiLoR(wc), bench.random_detector(config=dc)
-    else:
-        wc, dc = WiLoRConfig(), DetectorConfig()
-        model, det = bench.random_model(wc), bench.random_detector(config=dc)
-    save_model(path, wilor=params(model), wilor_config=wc, detector=params(det), detector_config=dc,
+        dtype = "float32"
+    else:  # stored in float16 to halve the memory of writing it; the server computes in float32 (--dtype)
+        wc, dc, dtype = WiLoRConfig(), DetectorConfig(), "float16"
+        model, det = bench.random_model(wc, precision=dtype), bench.random_detector(dtype, config=dc)
+    save_model(path, wilor=params(model), wilor_config=wc, detector=params(det), detector_config=dc, dtype=dtype,
                source={"synthetic": kind})
     save_mano(bench.random_mano(wc.mano), path / "mano.safetensors")
+    del model, det
+    mx.clear_cache()  # this process only sends frames from now on
     return path
 
 
@@ -140,6 +143,7 @@ class Stats:
         self.rtt: list[float] = []
         self.sent = self.answered = self.dropped = self.errors = 0
         self.error_messages: list[str] = []
+        self.server_timings: list[dict] = []  # timings_ms of the predict answers (stages of their batch)
 
     def error(self, message: str):
         with self.lock:
@@ -229,14 +233,20 @@ def predict_client(url: str, data: list[bytes], deadline: float, query: str, sta
             with stats.lock:
                 stats.answered += 1
                 stats.rtt.append(time.perf_counter() - t)
+                stats.server_timings.append(r.json()["timings_ms"])
 
 
 def summary(stats: Stats, seconds: float) -> dict:
     rtt = np.array(stats.rtt) * 1000
     pct = (lambda q: round(float(np.percentile(rtt, q)), 1)) if len(rtt) else (lambda q: None)
-    return {"sent": stats.sent, "answered": stats.answered, "dropped": stats.dropped, "errors": stats.errors,
-            "answered_per_s": round(stats.answered / seconds, 2), "rtt_ms_p50": pct(50), "rtt_ms_p99": pct(99),
-            "rtt_ms_max": pct(100), "error_messages": stats.error_messages}
+    out = {"sent": stats.sent, "answered": stats.answered, "dropped": stats.dropped, "errors": stats.errors,
+           "answered_per_s": round(stats.answered / seconds, 2), "rtt_ms_p50": pct(50), "rtt_ms_p99": pct(99),
+           "rtt_ms_max": pct(100), "error_messages": stats.error_messages}
+    if stats.server_timings:
+        keys = stats.server_timings[0].keys()
+        out["server_ms_p50"] = {k: round(float(np.median([t.get(k, 0) for t in stats.server_timings])), 1)
+                                for k in keys}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -260,7 +270,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         model = args.model or write_synthetic_model(args.synthetic, Path(tmp) / args.synthetic)
-        server = Server(model, ["--conf", str(args.conf), "--max-det", str(args.max_det),
+        dtype = ["--dtype", "float32"] if args.synthetic == "full" else []
+        server = Server(model, [*dtype, "--conf", str(args.conf), "--max-det", str(args.max_det),
                                 "--max-clients", str(args.streams + args.predict + 1), *args.server_arg])
         rss = [(0.0, server.rss_mb())]
         load_s = server.wait_ready(args.load_timeout)
@@ -308,6 +319,9 @@ def main() -> int:
         s = result[kind]
         print(f"{kind:8s} sent {s['sent']:5d}  answered {s['answered']:5d} ({s['answered_per_s']}/s)  dropped "
               f"{s['dropped']:5d}  errors {s['errors']}  round trip p50 {s['rtt_ms_p50']} ms  p99 {s['rtt_ms_p99']} ms")
+        if "server_ms_p50" in s:
+            print("         server stages of the batch, p50 ms: " + ", ".join(
+                f"{k} {v:g}" for k, v in s["server_ms_p50"].items()))
         for m in s["error_messages"]:
             print(f"         error: {m}")
     r = result["rss_mb"]

@@ -31,6 +31,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+APP_ORIGIN = "http://localhost:5173"  # a web app on another origin, allowed with --allow-origin
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -153,7 +154,8 @@ def tiny_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tiny_model):
-    s = ServerProcess(tiny_model, "--max-body-mb", "1", "--max-clients", "4", token=TOKEN)
+    s = ServerProcess(tiny_model, "--max-body-mb", "1", "--max-clients", "4", "--allow-origin", APP_ORIGIN,
+                      token=TOKEN)
     try:
         s.wait_ready()
         yield s
@@ -467,6 +469,28 @@ def test_stream_token_frame_limit_and_max_clients(server):
         time.sleep(0.05)
     r = httpx.post(server.url + "/v1/predict", content=encode(scene()), headers=AUTH, timeout=60)
     assert r.status_code == 200
+
+
+def test_web_pages_of_other_origins_need_allow_origin(server):
+    evil = {"Origin": "http://evil.example"}
+    r = httpx.post(server.url + "/v1/predict", content=encode(scene()), headers={**AUTH, **evil})
+    assert r.status_code == 403 and "--allow-origin http://evil.example" in r.json()["error"]
+    with pytest.raises(InvalidStatus) as e:
+        ws_sync.connect(server.ws_url, additional_headers={**AUTH, **evil}, open_timeout=30)
+    assert e.value.response.status_code == 403
+    with connect(server, origin=server.url) as ws:  # the demo page's own origin
+        ws.send(encode(scene()))
+        assert "hands" in receive_json(ws)
+    with connect(server, origin=APP_ORIGIN) as ws:
+        ws.send(encode(scene()))
+        assert "hands" in receive_json(ws)
+    pre = httpx.options(server.url + "/v1/predict", headers={
+        "Origin": APP_ORIGIN, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type"})
+    assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == APP_ORIGIN
+    r = httpx.post(server.url + "/v1/predict?max_det=1", content=encode(scene()),
+                   headers={**AUTH, "Origin": APP_ORIGIN}, timeout=60)
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == APP_ORIGIN
 
 
 # ---------------------------------------------------------------------------------------------- lifecycle

@@ -36,6 +36,9 @@ def add_parser(sub, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("--max-clients", type=int, default=16,
                    help="open streams + predict requests in progress at once; more get 503 (default 16)")
     p.add_argument("--max-batch", type=int, default=16, help="most images in one forward (default 16)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a web page origin (e.g. http://localhost:5173) that may call the API from a browser; "
+                        "repeat for more, '*' for any (default: only the server's own demo page)")
     p.add_argument("--iou", type=float, default=0.7, help="default NMS IoU threshold (default 0.7)")
     p.add_argument("--max-det", type=int, default=300, help="default most hands per image (default 300)")
     p.add_argument("--imgsz", type=int, default=None, help="detector input size (default: the checkpoint's)")
@@ -66,7 +69,8 @@ def run(args) -> int:
     _check_args(args)
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
     config = ServeConfig(host=args.host, port=args.port, token=token, max_body_mb=args.max_body_mb,
-                         max_clients=args.max_clients, max_batch=args.max_batch, verbose=args.verbose)
+                         max_clients=args.max_clients, max_batch=args.max_batch,
+                         allow_origins=tuple(args.allow_origin), verbose=args.verbose)
     if token is None and not _is_loopback(args.host):
         print(f"mlx-hands serve: warning: listening on {args.host} without --token: anyone who can reach this "
               "machine can use the server", file=sys.stderr)

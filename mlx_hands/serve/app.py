@@ -36,6 +36,8 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -63,6 +65,7 @@ class ServeConfig:
     max_body_mb: float = 20.0  # request bodies and stream frames
     max_clients: int = 16  # open streams + predict requests in progress
     max_batch: int = 16  # images in one forward
+    allow_origins: tuple[str, ...] = ()  # web pages of other origins that may call the API ("*": any)
     verbose: bool = False
 
     def __post_init__(self):
@@ -124,6 +127,9 @@ class HandsServer:
             ],
             exception_handlers={HTTPException: self._http_error},
             lifespan=self._lifespan,
+            middleware=[Middleware(CORSMiddleware, allow_origins=list(config.allow_origins),
+                                   allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"],
+                                   expose_headers=["X-Batch-Images"])] if config.allow_origins else [],
         )
 
     # ------------------------------------------------------------------ plumbing
@@ -137,8 +143,21 @@ class HandsServer:
     async def _http_error(self, request: Request, exc: HTTPException) -> Response:
         return _error(exc.status_code, str(exc.detail), **(exc.headers or {}))
 
+    def _origin_allowed(self, conn: HTTPConnection) -> bool:
+        """Browsers name the page that makes a request (Origin): this server's own pages, the --allow-origin
+        ones, and programs (which send none) may use it; another web site open in the same browser may not."""
+        origin = conn.headers.get("origin")
+        if origin is None or "*" in self.config.allow_origins or origin in self.config.allow_origins:
+            return True
+        return origin.partition("://")[2] == conn.headers.get("host")
+
     def _denied(self, conn: HTTPConnection, *, client: bool) -> JSONResponse | None:
-        """401 without the token; for client routes also 503 while loading or when --max-clients are busy."""
+        """401 without the token, 403 from a foreign web page; for client routes also 503 while loading or
+        when --max-clients are busy."""
+        if not self._origin_allowed(conn):
+            origin = conn.headers.get("origin")
+            return _error(403, f"requests from web pages at {origin} are not allowed: start the server with "
+                               f"--allow-origin {origin}")
         token = self.config.token
         if token is not None:
             header = conn.headers.get("authorization", "")
