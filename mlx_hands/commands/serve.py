@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import logging
 import os
 import sys
 
@@ -87,6 +88,10 @@ def run(args) -> int:
         print(f"mlx-hands serve: listening on {url} (demo page {url}/{suffix}); loading the model, "
               f"{url}/health says when it is ready. Ctrl-C stops.", flush=True)
 
-    serve(config, load, on_listening=listening)
-    print("mlx-hands serve: stopped", flush=True)
+    ended = serve(config, load, on_listening=listening)
+    print("mlx-hands serve: stopped" + ("" if ended else " (left the model load / forward in progress)"), flush=True)
+    if not ended:  # MLX is busy in the inference thread: interpreter teardown under it would abort
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(0)
     return 0

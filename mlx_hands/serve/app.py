@@ -136,8 +136,8 @@ class HandsServer:
     @contextlib.asynccontextmanager
     async def _lifespan(self, app):
         yield
-        # uvicorn has closed the connections; stop the model thread and the pool so the process can exit
-        await asyncio.get_running_loop().run_in_executor(None, self.worker.stop)
+        # uvicorn has closed the connections: queued jobs fail now; serve() waits for the thread itself
+        self.worker.stop(timeout=0)
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     async def _http_error(self, request: Request, exc: HTTPException) -> Response:
@@ -448,18 +448,35 @@ def bind(host: str, port: int) -> socket.socket:
         raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the worker as soon as a signal asks it to stop: the requests and frames that
+    wait for the model then get "shutting down" answers at once, so the graceful shutdown has nothing to wait
+    for (a forward on a CPU can take seconds)."""
+
+    def __init__(self, worker: InferenceWorker, config: uvicorn.Config):
+        super().__init__(config)
+        self.worker = worker
+
+    def handle_exit(self, sig, frame) -> None:
+        super().handle_exit(sig, frame)
+        self.worker.stop(timeout=0)
+
+
 def serve(config: ServeConfig, load: Callable[[], Any], *, on_listening: Callable[[str], None] | None = None,
-          warmup: bool = True) -> None:
+          warmup: bool = True, stop_timeout: float = 5.0) -> bool:
     """Bind, start loading the model in the inference thread, and serve until SIGINT/SIGTERM.
 
     `load()` returns the HandPosePipeline; it runs in the inference thread. Raises ValueError if the model
-    cannot be loaded (the server stops by itself then).
+    cannot be loaded (the server stops by itself then). Returns True if the inference thread has ended, False
+    if it is still inside a model load or a forward after `stop_timeout` s: native code that cannot be
+    interrupted. A program should then end with os._exit (mlx-hands serve does): the interpreter's normal
+    teardown would destroy MLX's state under that thread and abort.
     """
     sock = bind(config.host, config.port)
     host, port = sock.getsockname()[:2]
     worker = InferenceWorker(load, describe=describe_runtime, max_batch=config.max_batch, warmup=warmup)
     server_app = HandsServer(config, worker)
-    uv = uvicorn.Server(uvicorn.Config(
+    uv = _Server(worker, uvicorn.Config(
         server_app.app,
         log_level="info" if config.verbose else "warning",
         access_log=config.verbose,
@@ -485,10 +502,11 @@ def serve(config: ServeConfig, load: Callable[[], Any], *, on_listening: Callabl
             on_listening(f"http://{shown}:{port}")
         uv.run(sockets=[sock])
     finally:
-        worker.stop()
+        ended = worker.stop(stop_timeout)
         server_app.pool.shutdown(wait=False, cancel_futures=True)
         sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if worker.state == "error" or (worker.error and worker.state != "ok"):
+    if worker.state == "error":
         raise ValueError(f"could not load the model: {worker.error}")
+    return ended

@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 import numpy as np
@@ -71,11 +71,13 @@ class InferenceWorker:
         self.on_load_error = on_load_error
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self._stopping = threading.Event()
+        self._lock = threading.RLock()  # stop() also runs in a signal handler, maybe inside submit()
         self.ready = threading.Event()
         self.state = "loading"
         self.error: str | None = None
         self.pipe = None
         self.info: dict = {}
+        self._running: list[Job] = []  # the jobs of the batch in progress
         self.batches = 0  # forwards run
         self.images = 0  # images through batched calls
         self._thread = threading.Thread(target=self._main, name="mlx-hands-inference", daemon=True)
@@ -87,26 +89,31 @@ class InferenceWorker:
 
     def submit(self, method: str, *args, **kwargs) -> Job:
         """Queue `pipe.<method>(*args, **kwargs)`; the job's future gets the result (or the exception)."""
-        if self.state != "ok":
-            reason = {"loading": "the model is still loading", "error": f"the model failed to load: {self.error}",
-                      "stopped": "the server is shutting down"}[self.state]
-            raise WorkerUnavailable(reason)
-        job = Job(method, args, kwargs)
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            raise WorkerUnavailable(f"server busy: {self._queue.maxsize} jobs are already waiting") from None
+        with self._lock:
+            state = "stopped" if self._stopping.is_set() else self.state
+            if state != "ok":
+                reason = {"loading": "the model is still loading", "error": f"the model failed to load: {self.error}",
+                          "stopped": "the server is shutting down"}[state]
+                raise WorkerUnavailable(reason)
+            job = Job(method, args, kwargs)
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                raise WorkerUnavailable(f"server busy: {self._queue.maxsize} jobs are already waiting") from None
         return job
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop after the current batch; queued jobs fail with WorkerUnavailable. Waits up to `timeout` s."""
-        self._stopping.set()
-        try:
-            self._queue.put_nowait(None)  # wakes the worker
-        except queue.Full:
-            pass
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop after the current batch; queued jobs fail with WorkerUnavailable. Waits up to `timeout` s for
+        the thread (not at all while the model loads: that cannot be interrupted). True if it has ended."""
+        with self._lock:  # no job is queued after this
+            self._stopping.set()
+        for job in list(self._running):  # their callers get their answer now; the forward's result is dropped
+            _settle(job, error=WorkerUnavailable("the server is shutting down"))
+        self._fail_waiting()
+        self._queue.put(None)  # wakes the worker (the queue was just emptied)
+        if self.state != "loading" and self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     @property
     def alive(self) -> bool:
@@ -159,10 +166,17 @@ class InferenceWorker:
                 job = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if job is not None and not job.future.done():
-                job.future.set_exception(WorkerUnavailable("the server is shutting down"))
+            if job is not None:
+                _settle(job, error=WorkerUnavailable("the server is shutting down"))
 
     def _run(self, jobs: list[Job]) -> None:
+        self._running = jobs
+        try:
+            self._run_batch(jobs)
+        finally:
+            self._running = []
+
+    def _run_batch(self, jobs: list[Job]) -> None:
         start = time.perf_counter()
         for job in jobs:
             job.wait = start - job.submitted
@@ -188,19 +202,30 @@ class InferenceWorker:
             timings = dict(self.pipe.last_timings)
             for job, hands in zip(group, results):
                 job.batch, job.timings = len(group), timings
-                job.future.set_result(hands)
+                _settle(job, hands)
 
     def _run_one(self, job: Job) -> None:
         try:
             result = getattr(self.pipe, job.method)(*job.args, **job.kwargs)
         except Exception as e:  # goes back to the caller's thread
-            job.future.set_exception(e)
+            _settle(job, error=e)
             return
         if job.method in (BATCHED, "predict_with_boxes"):
             self.batches += 1
             self.images += 1
         job.timings = dict(getattr(self.pipe, "last_timings", {}) or {})
-        job.future.set_result(result)
+        _settle(job, result)
+
+
+def _settle(job: Job, result=None, error: BaseException | None = None) -> None:
+    """Give a job its result or error, unless it has one already (stop() may answer a job mid-forward)."""
+    try:
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(result)
+    except InvalidStateError:
+        pass
 
 
 def _warm_up(pipe) -> None:
