@@ -259,7 +259,8 @@ def main() -> int:
     p.add_argument("--predict", type=int, default=2, help="predict clients (default 2)")
     p.add_argument("--seconds", type=float, default=20, help="how long the clients send (default 20)")
     p.add_argument("--fps", type=float, default=30, help="frames per second each stream sends (default 30)")
-    p.add_argument("--conf", type=float, default=0.0, help="detector threshold (default 0: random detectors find hands)")
+    p.add_argument("--conf", type=float, default=0.0,
+                   help="detector threshold (default 0, so that random detectors find hands)")
     p.add_argument("--max-det", type=int, default=2, help="hands per frame (default 2)")
     p.add_argument("--sample", type=float, default=1.0, help="seconds between memory samples (default 1)")
     p.add_argument("--grace", type=float, default=120, help="seconds to wait for the last answers (default 120)")
