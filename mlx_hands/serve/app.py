@@ -263,6 +263,9 @@ class HandsServer:
             return _error(e.status, e.message, **headers)
         except WorkerUnavailable as e:
             return _error(503, str(e), **{"Retry-After": "1"})
+        except Exception as e:  # a fault of the server, not of the request: say so in JSON, keep serving
+            log.exception("predict failed")
+            return _error(500, f"internal error: {type(e).__name__}: {e}")
         finally:
             self.clients -= 1
 
