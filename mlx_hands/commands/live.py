@@ -14,9 +14,14 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 
+import cv2
 import numpy as np
 
-from . import add_model_arguments
+from ..pipeline.runner import HandPosePipeline
+from ..pipeline.tracking import HandTracker
+from ..pipeline.video import iter_frames, pipe_faces
+from ..render.overlay import draw_hands
+from . import CLIError, add_model_arguments
 
 WINDOW = "mlx-hands live (q to quit)"
 
@@ -28,8 +33,6 @@ _INSTALL_GUI = (
 
 def gui_problem() -> str | None:
     """Why a window cannot be shown here, as a message for the user; None if it can."""
-    import cv2
-
     gui = "UNKNOWN"
     for line in cv2.getBuildInformation().splitlines():
         if line.strip().startswith("GUI:"):
@@ -71,12 +74,6 @@ def annotate_stream(
 ) -> Iterator[tuple[np.ndarray, list, float]]:
     """For each (index, time, RGB frame): track and smooth the hands and draw them -> (BGR image with an FPS
     line, hands, frames per second so far (smoothed))."""
-    import cv2
-
-    from ..pipeline.tracking import HandTracker
-    from ..pipeline.video import pipe_faces
-    from ..render.overlay import draw_hands
-
     faces = pipe_faces(pipe) if mesh else None
     tracker = HandTracker(smooth=smooth, min_cutoff=min_cutoff, beta=beta)
     fps, last = 0.0, None
@@ -97,18 +94,11 @@ def annotate_stream(
 
 
 def run(args) -> int:
-    import cv2
-
-    from ..cli import CLIError
-    from ..pipeline.video import iter_frames
-
     problem = gui_problem()
     if problem:
         raise CLIError(problem)
     frames = iter_frames(args.camera)  # a missing camera fails here, before the model loads
     try:
-        from ..pipeline.runner import HandPosePipeline
-
         pipe = HandPosePipeline.from_pretrained(args.model, mano_path=args.mano, dtype=args.dtype,
                                                 revision=args.revision, conf=args.conf)
         stream = annotate_stream(pipe, frames, mesh=not args.no_mesh, smooth=not args.no_smooth,

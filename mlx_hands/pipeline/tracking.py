@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .types import Hand
+from ..types import Hand
 
 SMOOTHED_PIXELS = ("box", "keypoints_2d")
 SMOOTHED_METRES = ("keypoints_3d", "vertices", "cam_t")

@@ -24,6 +24,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from tqdm import tqdm
+
+from ..export import ensure_dir, to_json_dict
+from ..render.overlay import draw_hands
 from .tracking import HandTracker
 
 log = logging.getLogger(__name__)
@@ -155,9 +159,6 @@ def process_video(
     vertices per hand into the JSONL (large). codec: OpenCV fourcc for the annotated video ("mp4v" → .mp4,
     "MJPG" → .avi).
     """
-    from ..export import ensure_dir, to_json_dict
-    from ..render.overlay import draw_hands
-
     src = Path(path)
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be at least 1, got {max_frames}")
@@ -241,9 +242,5 @@ def _chain(first, rest):
 
 def _progress(total, name: str, enabled: bool):
     if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
         return None
     return tqdm(total=total, desc=name, unit="frame", dynamic_ncols=True)
