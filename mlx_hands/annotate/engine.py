@@ -41,10 +41,13 @@ class Summary:
     frames: int  # frames annotated now
     hands: int  # hands found now
     seconds: float
-    timings: dict  # seconds per stage, summed over workers: decode, detect, model, write
+    timings: dict  # seconds per stage, summed over workers: setup (model load, Ray start), decode, detect, model, write
     engine: str
 
     def line(self) -> str:
+        if not self.done and not self.failed_now:
+            failed = f" ({self.failed} failed; --retry-failed tries them again)" if self.failed else ""
+            return f"{self.items} items, all annotated by an earlier run{failed} -> {self.out}"
         rate = f"{self.frames / self.seconds:.1f} frames/s, {self.hands / self.seconds:.1f} hands/s" if self.seconds > 0 else ""
         parts = [f"{self.done} done", f"{self.failed_now} failed"]
         if self.skipped:
@@ -87,7 +90,9 @@ def free_folder(out: Path, run: dict) -> Path:
 def run_local(parts, *, spec: ModelSpec, settings: Settings, out: Path, run: dict, batch_size: int,
               on_part: Callable[[list[dict]], None]) -> dict:
     """Annotate the parts in this process, one after the other. Returns the stage timings."""
+    t = time.perf_counter()
     annotator = Annotator(load_pipeline(spec, settings), settings, out, run, batch_size)
+    annotator.timings["setup"] = time.perf_counter() - t  # loading the model
     for part in parts:
         on_part(annotator(part))
     return annotator.timings

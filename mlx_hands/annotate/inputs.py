@@ -4,8 +4,9 @@
     parts = plan_parts(items, batch_size=16, images_per_part=64, done=set())
 
 An item is one image or one video. Its `source` is the path as given (folders: the folder as given joined
-with the file's path inside it; manifests: the entry as written) and its `path` the absolute path that is
-read; items are deduplicated by `path`, first occurrence kept. Manifest entries are relative to the
+with the file's path inside it; manifests: the entry as written; the absolute path where two different files
+would share one) and its `path` the absolute path that is read; items are deduplicated by `path`, first
+occurrence kept. Manifest entries are relative to the
 manifest's folder, and are not checked here (a missing one becomes a `failed` row): on a cluster the files
 may be visible only to the workers.
 
@@ -139,10 +140,13 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[Item], int]:
             pairs += list(_from_manifest(str(p)))
         else:
             pairs.append((s, os.path.abspath(p)))
-    items, seen = [], set()
+    items, seen, sources = [], set(), set()
     for source, path in pairs:
         if path not in seen:
             seen.add(path)
+            if source in sources:  # the same relative entry in two manifests: the rows need a unique source
+                source = path
+            sources.add(source)
             items.append(Item(source, path, kind_of(path)))
     return items, len(pairs) - len(items)
 
