@@ -33,6 +33,7 @@ from mlx_hands.blas import use_system_blas  # noqa: E402
 use_system_blas()  # before MLX loads, as the CLI does (Ray's actors do it themselves)
 
 import cv2  # noqa: E402
+import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
 STAGES = ("setup", "decode", "detect", "model", "write")
@@ -120,8 +121,12 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="annotate-bench-"))
     random_weights = args.model in ("tiny", "full")
-    model = {"tiny": lambda: tiny_model(tmp / "model"),
-             "full": lambda: full_random_model(tmp / "model", args.dtype or "float32")}.get(args.model, lambda: args.model)()
+    if args.model == "tiny":
+        model = tiny_model(tmp / "model")
+    elif args.model == "full":
+        model = full_random_model(tmp / "model", args.dtype or "float32")
+    else:
+        model = args.model
     w, h = map(int, args.size.lower().split("x"))
     if args.photos is None or args.video is None:
         photos, video = make_data(tmp / "data", args.num_photos, args.video_frames, w, h)
@@ -134,42 +139,52 @@ def main() -> None:
     results, tables = [], {}
     for engine in args.engines.split(","):
         out = tmp / f"out-{engine}"
+        ray_args = {"workers": args.workers, "gpus_per_worker": args.gpus_per_worker} if engine == "ray" else {}
         t = time.perf_counter()
         s = annotate([str(photos), str(video)], out, spec=spec, settings=settings, engine=engine,
-                     batch_size=args.batch_size, progress=False,
-                     **({"workers": args.workers, "gpus_per_worker": args.gpus_per_worker} if engine == "ray" else {}))
-        wall = time.perf_counter() - t
-        stages = {k: s.timings.get(k, 0.0) for k in STAGES}
-        steady = wall - stages["setup"]
-        r = {"engine": engine, "workers": args.workers if engine == "ray" else 1, "items": s.items, "done": s.done,
-             "failed": s.failed, "frames": s.frames, "hands": s.hands, "wall_s": round(wall, 3),
-             "frames_per_s": round(s.frames / wall, 2), "hands_per_s": round(s.hands / wall, 2),
-             "frames_per_s_after_setup": round(s.frames / steady, 2), "hands_per_s_after_setup": round(s.hands / steady, 2),
-             "stages_s": {k: round(v, 3) for k, v in stages.items()},
-             "other_s": round(wall - sum(stages.values()), 3)}
-        results.append(r)
-        tables[engine] = read_hands(out).sort_by([("source", "ascending"), ("frame", "ascending"), ("hand", "ascending")])
-        print(json.dumps(r), flush=True)
+                     batch_size=args.batch_size, progress=False, **ray_args)
+        results.append(row(engine, ray_args.get("workers", 1), s, time.perf_counter() - t))
+        tables[engine] = read_hands(out).sort_by([(c, "ascending") for c in ("source", "frame", "hand")])
+        mx.clear_cache()  # the next engine starts without this one's buffers
+        print(json.dumps(results[-1]), flush=True)
 
-    same = len({t.num_rows for t in tables.values()}) == 1 and all(t.equals(next(iter(tables.values()))) for t in tables.values())
-    print(f"\nmodel {args.model}, {args.num_photos if args.photos is None else 'given'} photos + "
-          f"{args.video_frames if args.video is None else 'given'}-frame video, batch {args.batch_size}, max_det "
-          f"{args.max_det}; rows equal across engines: {same}\n")
-    print("| engine | frames | hands | wall s | frames/s | hands/s | frames/s after setup | setup | decode | detect | model | write | other |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in results:
-        st = r["stages_s"]
-        name = r["engine"] + (f" ({r['workers']} worker{'s' if r['workers'] > 1 else ''})" if r["engine"] == "ray" else "")
-        print(f"| {name} | {r['frames']} | {r['hands']} | {r['wall_s']:.1f} | {r['frames_per_s']:.2f} | {r['hands_per_s']:.2f} "
-              f"| {r['frames_per_s_after_setup']:.2f} | " + " | ".join(f"{st[k]:.2f}" for k in STAGES) + f" | {r['other_s']:.2f} |")
+    first = next(iter(tables.values()))
+    same = all(t.num_rows == first.num_rows and t.equals(first) for t in tables.values())
+    n_photos = args.num_photos if args.photos is None else "given"
+    n_frames = args.video_frames if args.video is None else "given"
+    print(f"\nmodel {args.model}, {n_photos} photos + {n_frames}-frame video, batch {args.batch_size}, "
+          f"max_det {args.max_det}; rows equal across engines: {same}\n")
+    print(table(results))
     if args.json:
-        import mlx.core as mx
-
+        machine = f"{platform.node()} {platform.processor() or platform.machine()}, mlx {mx.__version__}, " \
+                  f"device {mx.default_device()}"
         doc = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               "machine": f"{platform.node()} {platform.processor() or platform.machine()}, mlx {mx.__version__}, "
-                          f"device {mx.default_device()}", "rows_equal": same, "results": results}
+               "machine": machine, "rows_equal": same, "results": results}
         Path(args.json).write_text(json.dumps(doc, indent=1))
         print(f"wrote {args.json}")
+
+
+def row(engine: str, workers: int, s, wall: float) -> dict:
+    stages = {k: s.timings.get(k, 0.0) for k in STAGES}
+    steady = max(wall - stages["setup"], 1e-9)
+    return {"engine": engine, "workers": workers, "items": s.items, "done": s.done, "failed": s.failed,
+            "frames": s.frames, "hands": s.hands, "wall_s": round(wall, 3),
+            "frames_per_s": round(s.frames / wall, 2), "hands_per_s": round(s.hands / wall, 2),
+            "frames_per_s_after_setup": round(s.frames / steady, 2),
+            "hands_per_s_after_setup": round(s.hands / steady, 2),
+            "stages_s": {k: round(v, 3) for k, v in stages.items()}, "other_s": round(wall - sum(stages.values()), 3)}
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| engine | frames | hands | wall s | frames/s | hands/s | frames/s after setup | "
+             + " | ".join(STAGES) + " | other |", "|---" * (8 + len(STAGES)) + "|"]
+    for r in results:
+        name = r["engine"] + (f" ({r['workers']} worker{'s' * (r['workers'] > 1)})" if r["engine"] == "ray" else "")
+        cells = [name, r["frames"], r["hands"], f"{r['wall_s']:.1f}", f"{r['frames_per_s']:.2f}",
+                 f"{r['hands_per_s']:.2f}", f"{r['frames_per_s_after_setup']:.2f}"]
+        cells += [f"{r['stages_s'][k]:.2f}" for k in STAGES] + [f"{r['other_s']:.2f}"]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .inputs import expand_inputs, key_of, plan_parts
-from .ray_engine import run_ray
+from .ray_engine import check_ray, run_ray
 from .store import Output
 from .worker import Annotator, ModelSpec, Settings, load_pipeline, model_identity
 
@@ -48,7 +48,8 @@ class Summary:
         if not self.done and not self.failed_now:
             failed = f" ({self.failed} failed; --retry-failed tries them again)" if self.failed else ""
             return f"{self.items} items, all annotated by an earlier run{failed} -> {self.out}"
-        rate = f"{self.frames / self.seconds:.1f} frames/s, {self.hands / self.seconds:.1f} hands/s" if self.seconds > 0 else ""
+        s = max(self.seconds, 1e-9)
+        rate = f"{self.frames / s:.1f} frames/s, {self.hands / s:.1f} hands/s"
         parts = [f"{self.done} done", f"{self.failed_now} failed"]
         if self.skipped:
             parts.append(f"{self.skipped} already done")
@@ -64,7 +65,8 @@ class Progress:
     """tqdm over items with frames/s and hands/s; does nothing when disabled or stderr is not a terminal."""
 
     def __init__(self, total: int, initial: int, enabled: bool):
-        self.bar = tqdm(total=total, initial=initial, unit="item", dynamic_ncols=True, disable=None if enabled else True)
+        # disable=None: shown only when stderr is a terminal
+        self.bar = tqdm(total=total, initial=initial, unit="item", dynamic_ncols=True, disable=(not enabled) or None)
         self.start, self.frames, self.hands = time.perf_counter(), 0, 0
 
     def update(self, statuses: Sequence[dict]) -> None:
@@ -135,6 +137,8 @@ def annotate(
         raise ValueError(f"--workers must be at least 1, got {workers}")
     if gpus_per_worker is not None and gpus_per_worker < 0:
         raise ValueError(f"--gpus-per-worker must be >= 0, got {gpus_per_worker}")
+    if engine == "ray":
+        check_ray()
     items, duplicates = expand_inputs(inputs)
     run = {"model": model_identity(spec), "settings": dataclasses.asdict(settings)}
     folder = Path(out)

@@ -100,13 +100,15 @@ def read_manifest(path: str) -> list[str]:
         with open(p, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             if "path" not in (reader.fieldnames or []):
-                raise ValueError(f"{p}: a CSV manifest needs a 'path' column (found: {', '.join(reader.fieldnames or []) or 'none'})")
+                found = ", ".join(reader.fieldnames or []) or "none"
+                raise ValueError(f"{p}: a CSV manifest needs a 'path' column (found: {found})")
             return [r["path"].strip() for r in reader if (r["path"] or "").strip()]
     if suffix == ".parquet":
         names = pq.read_schema(p).names
         if "path" not in names:
             raise ValueError(f"{p}: a Parquet manifest needs a 'path' column (found: {', '.join(names)})")
-        return [str(s).strip() for s in pq.read_table(p, columns=["path"]).column("path").to_pylist() if s and str(s).strip()]
+        paths = pq.read_table(p, columns=["path"]).column("path").to_pylist()
+        return [str(s).strip() for s in paths if s is not None and str(s).strip()]
     raise ValueError(f"{p}: a manifest must be .txt, .csv or .parquet")
 
 
@@ -132,7 +134,8 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[Item], int]:
         if p.is_dir():
             files = walk_folder(str(p))
             if not files:
-                raise ValueError(f"{s}: no images or videos in this folder (looked for {', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})")
+                looked = ", ".join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+                raise ValueError(f"{s}: no images or videos in this folder (looked for {looked})")
             pairs += [(os.path.join(s, os.path.relpath(f, p)), os.path.abspath(f)) for f in files]
         elif not p.exists():
             raise FileNotFoundError(f"{s}: no such file or folder")

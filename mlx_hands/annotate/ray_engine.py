@@ -5,8 +5,9 @@ actor and commits every part itself.
 
 Only the small status rows travel back to the driver (never hand rows). With num_gpus=G, Ray gives each actor
 its own GPU(s) through CUDA_VISIBLE_DEVICES, which MLX honours. An actor that dies is restarted and its part
-redone by Ray (Ray Data's default: without limit); the part's files are replaced, so nothing is doubled. The output folder must
-be one path that every node can write (a shared file system) and mlx-hands must be installed on every node.
+redone by Ray (Ray Data's default: without limit); the part's files are replaced, so nothing is doubled. The
+output folder must be one path that every node can write (a shared file system) and mlx-hands must be
+installed on every node.
 
 This module imports neither Ray nor MLX when loaded: Ray is imported by run_ray (it is an optional extra),
 and the actor loads MLX only after putting the system OpenBLAS in place (mlx_hands.blas).
@@ -15,6 +16,7 @@ and the actor loads MLX only after putting the system OpenBLAS in place (mlx_han
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -56,6 +58,12 @@ class RayAnnotator:
             small = [{k: s.get(k) for k in ("path", "status", "frames", "hands")} for s in statuses]
             results.append(json.dumps({"statuses": small, "timings": timings}))
         return {"result": np.array(results, dtype=object)}
+
+
+def check_ray() -> None:
+    """One clear error, before anything starts, when Ray is not installed."""
+    if importlib.util.find_spec("ray") is None:
+        raise ValueError("--engine ray needs Ray Data: pip install 'mlx-hands[ray]' (or 'ray[data]')")
 
 
 def run_ray(parts: list[Part], *, spec, settings, out: Path, run: dict, batch_size: int, workers: int | None,

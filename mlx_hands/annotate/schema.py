@@ -50,7 +50,8 @@ def hands_schema(vertices: bool = False) -> pa.Schema:
     ]
     for name, shape in ARRAYS.items():
         if name == "global_orient":  # the column order: ..., cam_t, focal_length, global_orient, ...
-            fields.append(pa.field("focal_length", pa.float32(), nullable=False, metadata={"units": UNITS["focal_length"]}))
+            meta = {"units": UNITS["focal_length"]}
+            fields.append(pa.field("focal_length", pa.float32(), nullable=False, metadata=meta))
         fields.append(_array_field(name, shape))
     if vertices:
         fields.append(_array_field("vertices", VERTICES))
@@ -94,7 +95,9 @@ def hands_table(rows: Sequence[tuple[str, int, float | None, int, int | None, Ha
     shapes = dict(ARRAYS, vertices=VERTICES) if vertices else ARRAYS
     for name, shape in shapes.items():
         size = int(np.prod(shape))
-        flat = np.stack([np.asarray(getattr(h, name), np.float32).reshape(size) for h in hands]) if n else np.zeros((0, size), np.float32)
+        flat = np.zeros((n, size), np.float32)
+        for i, h in enumerate(hands):
+            flat[i] = np.asarray(getattr(h, name), np.float32).reshape(size)
         cols[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), size)
     schema = hands_schema(vertices)
     return pa.table([cols[f.name] for f in schema], schema=schema)

@@ -161,7 +161,8 @@ class Output:
             if diff:
                 raise SettingsChanged(
                     f"{self.root} holds annotations made with another model or other settings:\n  " + "\n  ".join(diff)
-                    + "\nresume with the same settings, or pass --new-folder (write next to it) or --overwrite (start over)")
+                    + "\nresume with the same settings, or pass --new-folder (write next to it) or --overwrite "
+                    "(start over)")
         else:
             self.clear()
         self.hands_dir.mkdir(parents=True, exist_ok=True)

@@ -39,8 +39,8 @@ def add_parser(sub, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, metavar="B",
                    help="images or video frames per model call (default 8)")
     p.add_argument("--images-per-part", type=int, default=IMAGES_PER_PART, metavar="N",
-                   help=f"images committed together, one Parquet file each in hands/ and items/ (default {IMAGES_PER_PART}; "
-                        "rounded up to whole batches; a video is always its own part)")
+                   help=f"images committed together, one Parquet file each in hands/ and items/ (default "
+                        f"{IMAGES_PER_PART}; rounded up to whole batches; a video is always its own part)")
     p.add_argument("--engine", choices=ENGINES, default="local",
                    help="local: this process (default); ray: Ray Data actors (pip install 'mlx-hands[ray]')")
     p.add_argument("--ray-address", default=None, metavar="ADDR",
