@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -104,10 +105,14 @@ def item_rows(out):
 
 @pytest.fixture(scope="module")
 def reference(tiny_model, dataset, tmp_path_factory):
-    """An uninterrupted local run through the CLI."""
+    """An uninterrupted run of the CLI's local engine (which must not import Ray)."""
     out = tmp_path_factory.mktemp("ref") / "ann"
-    r = cli(dataset / "photos", dataset / "clip.avi", "--out", out, "--model", tiny_model, *SETTINGS)
-    assert "9 items (9 done, 0 failed)" in r.stdout
+    args = [str(a) for a in (dataset / "photos", dataset / "clip.avi", "--out", out, "--model", tiny_model, *SETTINGS)]
+    script = ("import sys; from mlx_hands.cli import main; rc = main(['annotate', *sys.argv[1:]]); "
+              "print('ray imported' if 'ray' in sys.modules else 'no ray'); sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", script, *args], env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "9 items (9 done, 0 failed)" in r.stdout and "no ray" in r.stdout
     return out
 
 
@@ -178,6 +183,34 @@ def test_both_engines_give_the_same_rows(reference, tiny_model, dataset, ray_ses
     assert item_rows(out) == item_rows(reference)
     workers = {w.split()[0] for w in read_items(out).column("worker").to_pylist()}
     assert f"{socket.gethostname()}:{os.getpid()}" not in workers  # the actors committed, not this driver
+
+
+def test_ray_actor_killed_mid_run_is_restarted_and_nothing_is_lost(reference, tiny_model, dataset, ray_session,
+                                                                    tmp_path):
+    out = tmp_path / "ann"
+    result = {}
+
+    def run():
+        result["summary"] = annotate([str(dataset / "photos"), str(dataset / "clip.avi")], out, engine="ray",
+                                     spec=ModelSpec(str(tiny_model)), settings=Settings(conf=0.0, max_det=2),
+                                     batch_size=2, images_per_part=2, progress=False)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not any((out / "items").glob("part-*.parquet")) and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    first = next((out / "items").glob("part-*.parquet"))
+    host_pid = pq.read_table(first, columns=["worker"]).column("worker")[0].as_py().split()[0]
+    os.kill(int(host_pid.rsplit(":", 1)[1]), signal.SIGKILL)  # the actor process, as a pre-empted worker
+    thread.join(timeout=300)
+    assert result["summary"].failed == 0
+    workers = {w.split()[0] for w in read_items(out).column("worker").to_pylist()}
+    # a restarted actor finished the run (and may have redone the killed one's last part: the same files)
+    assert workers - {host_pid}, workers
+    assert sorted_hands(out).equals(sorted_hands(reference))
+    assert folder_hands(out).equals(folder_hands(reference))
+    assert item_rows(out) == item_rows(reference)
 
 
 # ---------------------------------------------------------------------------------------------- crashes

@@ -88,7 +88,8 @@ def run_ray(parts: list[Part], *, spec, settings, out: Path, run: dict, batch_si
         ctx.enable_progress_bars = False  # the driver shows its own bar over items
         ctx.print_on_execution_start = False
         rows = [{"part": json.dumps(p.to_dict())} for p in parts]
-        ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+        # one block per part (up to 10000): parts spread evenly and a dead actor redoes only its own
+        ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 10_000)).map_batches(
             RayAnnotator,
             fn_constructor_kwargs={"spec": dataclasses.asdict(spec), "settings": dataclasses.asdict(settings),
                                    "out": os.path.abspath(out), "run": run, "batch_size": batch_size},
