@@ -240,12 +240,13 @@ def test_debris_of_a_cut_commit_is_cleaned_on_resume(reference, tiny_model, data
     out = tmp_path / "ann"
     shutil.copytree(reference, out)
     parts = sorted(p.name for p in (out / "items").glob("part-*.parquet"))
-    redo = sum(pq.read_metadata(out / "items" / p).num_rows for p in parts[:2])
+    redo = sum(pq.read_metadata(out / "items" / p).num_rows for p in parts[:3])
     (out / "items" / parts[0]).unlink()  # killed after the hands file was renamed, before the marker
     (out / "items" / parts[1]).unlink()  # killed while writing the hands file: only a temporary is left
     (out / "hands" / parts[1]).rename(out / "hands" / f".{parts[1]}.123-abc.tmp")
     (out / "items" / ".part-x.999-abc.tmp").write_bytes(b"PAR1 half a file")
     assert read_hands(out).num_rows < read_hands(reference).num_rows  # readers see committed parts only
+    (out / "items" / parts[2]).write_bytes(b"PAR1 damaged on disk")  # unreadable marker: its part is redone
     r = cli(dataset / "photos", dataset / "clip.avi", "--out", out, "--model", tiny_model, *SETTINGS)
     assert f"({redo} done, 0 failed, {9 - redo} already done)" in r.stdout
     assert sorted_hands(out).equals(sorted_hands(reference))

@@ -215,7 +215,7 @@ class Output:
                 removed += 1
         markers = {p.stem for p in self.items_dir.glob("part-*.parquet")}
         hands = {p.stem for p in self.hands_dir.glob("part-*.parquet")}
-        table = read_parts(self.items_dir, ITEMS_SCHEMA, ["path", "status", "hands", "part"])
+        table = self._read_markers(markers)
         status: dict[str, str] = {}
         by_part: dict[str, list[tuple[str, str, int]]] = {}
         for path, st, n, part in zip(*(table.column(c).to_pylist() for c in ("path", "status", "hands", "part"))):
@@ -246,6 +246,22 @@ class Output:
         if removed:
             log.info("%s: removed %d leftovers of an interrupted run", self.root, removed)
         return status
+
+    def _read_markers(self, markers: set[str]) -> pa.Table:
+        """The items files' key columns; an unreadable one (damaged on disk) is removed, so its part is redone."""
+        columns = ["path", "status", "hands", "part"]
+        try:
+            return read_parts(self.items_dir, ITEMS_SCHEMA, columns)
+        except (OSError, pa.ArrowException):
+            tables = []
+            for name in sorted(markers):
+                try:
+                    tables.append(pq.read_table(self.items_dir / f"{name}.parquet", columns=columns))
+                except (OSError, pa.ArrowException) as e:
+                    log.warning("%s: %s is unreadable (%s); its part will be redone", self.root, name, e)
+                    (self.items_dir / f"{name}.parquet").unlink()
+                    markers.discard(name)
+            return pa.concat_tables(tables) if tables else ITEMS_SCHEMA.empty_table().select(columns)
 
     def items(self) -> pa.Table:
         """The status rows of every committed part."""
