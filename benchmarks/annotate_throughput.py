@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -115,8 +116,6 @@ def main() -> None:
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args()
 
-    from mlx_hands.annotate.engine import annotate
-    from mlx_hands.annotate.store import read_hands
     from mlx_hands.annotate.worker import ModelSpec, Settings
 
     tmp = Path(tempfile.mkdtemp(prefix="annotate-bench-"))
@@ -135,6 +134,16 @@ def main() -> None:
     conf = args.conf if args.conf is not None else (0.0 if random_weights else 0.3)
     settings = Settings(conf=conf, max_det=args.max_det)
     spec = ModelSpec(str(model), dtype=None if args.model == "full" else args.dtype)
+
+    try:
+        run_engines(args, tmp, photos, video, spec, settings)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the synthetic model and data (2.5 GB for --model full)
+
+
+def run_engines(args, tmp: Path, photos: Path, video: Path, spec, settings) -> None:
+    from mlx_hands.annotate.engine import annotate
+    from mlx_hands.annotate.store import read_hands
 
     results, tables = [], {}
     for engine in args.engines.split(","):
