@@ -11,7 +11,7 @@ import math
 import mlx.core as mx
 import numpy as np
 
-from .config import DetectorConfig, ManoConfig, RefineNetConfig, ViTConfig, WiLoRConfig
+from .config import CROP_SIZE, MANO_FILE, DetectorConfig, ManoConfig, RefineNetConfig, ViTConfig, WiLoRConfig
 from .models import mx_dtype
 from .models.wilor import WiLoR
 from .models.yolo import YOLOPose
@@ -64,7 +64,7 @@ def random_model(config: WiLoRConfig | None = None, precision: str = "float32", 
     return model
 
 
-def make_crops(batch: int, seed: int = 0, size: int = 256) -> np.ndarray:
+def make_crops(batch: int, seed: int = 0, size: int = CROP_SIZE) -> np.ndarray:
     """Random uint8 RGB crops (B, size, size, 3)."""
     return np.random.default_rng(seed).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
 
@@ -149,5 +149,5 @@ def write_model(folder, config: WiLoRConfig = TINY, detector_config: DetectorCon
     det = random_detector(dtype, detector_config, seed) if detector_config is not None else None
     folder = save_model(folder, wilor=model_arrays(model), wilor_config=config, dtype=dtype, source=source,
                         detector=None if det is None else model_arrays(det), detector_config=detector_config)
-    save_mano(random_mano(config.mano, seed) if mano is None else mano, folder / "mano.safetensors")
+    save_mano(random_mano(config.mano, seed) if mano is None else mano, folder / MANO_FILE)
     return folder

@@ -26,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..config import CONF, CONFIG_FILE, IOU, MANO_FILE, MAX_DET, MODEL_FILE
 from ..hub import resolve
 from ..pipeline.images import read_image
 from ..pipeline.runner import HandPosePipeline
@@ -55,9 +56,9 @@ class ModelSpec:
 class Settings:
     """Everything that changes the rows; stored in run.json and checked when a run resumes."""
 
-    conf: float = 0.3
-    iou: float = 0.7
-    max_det: int = 300
+    conf: float = CONF
+    iou: float = IOU
+    max_det: int = MAX_DET
     imgsz: int | None = None
     rescale_factor: float = 2.5
     focal_length_px: float | None = None
@@ -104,10 +105,10 @@ def model_identity(spec: ModelSpec) -> dict:
     Computed from the files alone (no model is built), so a Ray driver without a GPU can check it."""
     local = Path(resolve(spec.model, revision=spec.revision))
     h = hashlib.sha256()
-    for f in ("config.json", "model.safetensors"):
+    for f in (CONFIG_FILE, MODEL_FILE):
         if (local / f).is_file():
             _fingerprint(local / f, h)
-    mano = Path(spec.mano) if spec.mano else local / "mano.safetensors"
+    mano = Path(spec.mano) if spec.mano else local / MANO_FILE
     return {"model": spec.model, "fingerprint": h.hexdigest()[:24], "dtype": spec.dtype,
             "mano": _digest_file(mano) if mano.is_file() else None}
 

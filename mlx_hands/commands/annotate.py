@@ -15,6 +15,7 @@ import sys
 
 from ..annotate.engine import ENGINES, IMAGES_PER_PART, annotate
 from ..annotate.worker import ModelSpec, Settings
+from ..config import IOU, MAX_DET
 from . import add_model_arguments
 
 
@@ -28,8 +29,8 @@ def add_parser(sub, help_text: str) -> argparse.ArgumentParser:
                         ".csv or .parquet with a 'path' column; relative entries are relative to the manifest)")
     p.add_argument("-o", "--out", "--output", dest="out", required=True, help="output folder")
     add_model_arguments(p)
-    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold, per class (default 0.7)")
-    p.add_argument("--max-det", type=int, default=300, help="at most this many hands per frame (default 300)")
+    p.add_argument("--iou", type=float, default=IOU, help=f"NMS IoU threshold, per class (default {IOU})")
+    p.add_argument("--max-det", type=int, default=MAX_DET, help=f"at most this many hands per frame (default {MAX_DET})")
     p.add_argument("--imgsz", type=int, default=None, help="detector input size (default: the checkpoint's)")
     p.add_argument("--rescale-factor", type=float, default=2.5, help="crop side / largest box side (default 2.5)")
     p.add_argument("--focal-length", type=float, default=None, metavar="PX",

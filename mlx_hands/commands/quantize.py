@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import DTYPES
+from ..config import DTYPES, MODEL_FILE
 from ..convert.quantized import quantize_dir
 from ..pipeline.calibration import folder_calibration_crops
 from .convert import add_calibration_args, add_quantization_args, quantization_args
@@ -49,7 +49,7 @@ def run(args) -> int:
         print(f"calibrating on {len(crops)} hand crops", file=sys.stderr)
     dst = quantize_dir(args.src, args.dst, bits=q_bits, group_size=q_group_size, dtype=args.dtype, uniform=q_uniform,
                        calibration=crops)
-    size = (Path(dst) / "model.safetensors").stat().st_size / 1e6
+    size = (Path(dst) / MODEL_FILE).stat().st_size / 1e6
     print(f"wrote {dst} (model.safetensors {size:.1f} MB)")
     if q_bits == 4 and not args.calibrate:
         print("note: 4-bit levels rounded to nearest; --calibrate PHOTOS (GPTQ) measured ~10x more accurate "
