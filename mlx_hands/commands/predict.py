@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 from . import add_model_arguments
+from ..pipeline.stream import sigterm_as_interrupt
+from .live import add_stream_arguments, stream_options
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 
@@ -38,6 +40,7 @@ def add_parser(sub, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("--focal-length", type=float, default=None, metavar="PX",
                    help="your camera's focal length in pixels of the input image (default: WiLoR's 5000/256 * max(W, H))")
     p.add_argument("--no-vertices", action="store_true", help="leave the 778 mesh vertices out of the JSON")
+    add_stream_arguments(p)
     p.set_defaults(func=run)
     return p
 
@@ -117,16 +120,26 @@ def image_result(path: Path, image_wh, hands, pipe, timings: dict) -> dict:
     )
 
 
-def _process_video(pipe, path: Path, out: Path, include_vertices: bool) -> None:
+def _process_video(pipe, path: Path, out: Path, include_vertices: bool, tracking: dict) -> bool:
+    """One video -> files in out and one line (stdout, or stderr naming what was wrong) -> False if incomplete."""
     try:
         from ..pipeline.video import process_video
     except ImportError as e:
         raise ValueError(f"video input is not available in this build ({e}); extract frames to a folder instead") from None
-    options = {"include_vertices": include_vertices}
+    options = {"include_vertices": include_vertices, **tracking}
     params = inspect.signature(process_video).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         options = {k: v for k, v in options.items() if k in params}
-    process_video(pipe, path, out, **options)
+    with sigterm_as_interrupt():  # SIGTERM stops like Ctrl-C: partial results kept, summary written
+        s = process_video(pipe, path, out, **options)
+    if s is None:
+        return True
+    if not s.complete:
+        print(f"{path}: error: {s.error} (results for {s.frames} frames kept in {out})", file=sys.stderr, flush=True)
+        return False
+    print(f"{path.name}: {s.frames} frames, {s.hands} hands, {s.tracks} tracks, detector on {s.detections} frames, "
+          f"{s.processing_fps:.1f} frames/s -> {s.results_path}", flush=True)
+    return True
 
 
 def run(args) -> int:
@@ -134,6 +147,7 @@ def run(args) -> int:
     from ..pipeline.runner import HandPosePipeline
 
     _check_args(args)
+    tracking = stream_options(args)
     items, errors = collect_inputs(args.inputs)
     for line in errors:
         print(line, file=sys.stderr)
@@ -151,7 +165,7 @@ def run(args) -> int:
     for kind, path in items:
         try:
             if kind == "video":
-                _process_video(pipe, path, out, not args.no_vertices)
+                failed += not _process_video(pipe, path, out, not args.no_vertices, tracking)
                 continue
             t = time.perf_counter()
             image = load_image(path)
