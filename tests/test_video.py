@@ -479,3 +479,37 @@ def test_killed_video_run_leaves_playable_results(tmp_path, tiny_model, sig):
     else:  # no chance to clean up: the video holds the frames written before the kill
         assert rc == -signal.SIGKILL and len(records) - 1 <= n <= len(records)
         assert summary["error"].startswith("not finished")
+
+
+class BoxedPipe:
+    """detect + predict_with_boxes (the tracking route) with fixed hands; records what WiLoR was asked for."""
+
+    def __init__(self):
+        self.include_vertices = []
+        self.kw = dict(depth=6.0, image_size=(VW, VH), focal=VFOCAL)
+
+    def faces(self, is_right: bool = True):
+        return faces() if is_right else faces()[:, ::-1]
+
+    def detect(self, rgb):
+        from mlx_hands.pipeline.detection import Detections
+
+        boxes = np.array([make_hand(True, (50, 80), **self.kw).box], np.float32)
+        return Detections(boxes, np.array([0.9], np.float32), np.array([1]), np.zeros((1, 21, 3), np.float32))
+
+    def predict_with_boxes(self, rgb, boxes, is_right, *, confidence=None, include_vertices=True):
+        self.include_vertices.append(include_vertices)
+        return [dataclasses.replace(make_hand(bool(r), (50, 80), **self.kw), box=np.asarray(b)) for b, r in zip(boxes, is_right)]
+
+
+def test_tracking_route_in_process_video(tmp_path):
+    pipe = BoxedPipe()
+    s = process_video(pipe, write_video(tmp_path / "clip.mp4", n=12), tmp_path / "out", detect_every=5, progress=False)
+    assert s.complete and s.detections == 3 and s.settings["track"] is True and s.settings["detect_every"] == 5
+    assert all(pipe.include_vertices)  # drawn, so computed, though not written
+    recs = [json.loads(x) for x in (tmp_path / "out" / "clip.jsonl").read_text().splitlines()]
+    assert [r["hands"][0]["extra"]["detected"] for r in recs] == [k % 5 == 0 for k in range(12)]
+    assert "vertices" not in recs[0]["hands"][0]
+    pipe = BoxedPipe()
+    s = process_video(pipe, tmp_path / "clip.mp4", tmp_path / "plain", render=False, track=False, progress=False)
+    assert s.detections == 12 and not any(pipe.include_vertices)

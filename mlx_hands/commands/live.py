@@ -115,7 +115,8 @@ def annotate_stream(
     -> (BGR image with an FPS line, hands, frames per second so far (smoothed)). tracking: HandStream options."""
     faces = pipe_faces(pipe) if mesh else None
     fps, last = 0.0, None
-    for f in stream_frames(HandStream(pipe, **tracking), frames, faces=faces, mirror=mirror):
+    stream = HandStream(pipe, **{"include_vertices": faces is not None, **tracking})
+    for f in stream_frames(stream, frames, faces=faces, mirror=mirror):
         now = time.perf_counter()
         if last is not None:
             inst = 1.0 / max(now - last, 1e-6)

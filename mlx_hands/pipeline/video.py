@@ -317,7 +317,8 @@ def process_video(
         raise ValueError(f"max_frames must be at least 1, got {max_frames}")
     if codec not in VIDEO_CODECS:
         raise ValueError(f"codec must be one of {', '.join(VIDEO_CODECS)}, got {codec!r}")
-    stream = HandStream(pipe, include_vertices=include_vertices, **tracking)
+    # the vertices are computed when written or drawn
+    stream = HandStream(pipe, include_vertices=include_vertices or (render and mesh), **tracking)
     stem = stem or src.stem
     cap, fps = open_capture(src)  # a missing or unreadable file fails here, before any output exists
     declared = declared_frames(cap)
