@@ -193,15 +193,16 @@ class StandIns:
             kp = kp - 0.05 * (true_c - centre) + 0.03 * math.log(side / true_side) * (kp - true_c)
         else:  # no hand in the crop: a plausible hand where the box says, at its scale
             depth = FOCAL * 0.19 * BOX_PAD / side
-            cam_t = np.array([(centre[0] - W / 2) * depth / FOCAL, (centre[1] + side * 0.3 - H / 2) * depth / FOCAL, depth])
+            wrist = centre + [0, side * 0.3]
+            cam_t = np.array([(wrist[0] - W / 2) * depth / FOCAL, (wrist[1] - H / 2) * depth / FOCAL, depth])
             m = 1.0 if is_right else -1.0
             joints, surface = JOINTS * [m, 1, 1], SURFACE * [m, 1, 1]
             kp = project(joints + cam_t) + rng.normal(0, 0.05 * side, 2)
         kp = kp + rng.normal(0, 0.005 * side, kp.shape)
         noise3 = rng.normal(0, 0.002, joints.shape)
         cam_t = cam_t * [1, 1, 1 + rng.normal(0, 0.01)]
-        return {"keypoints_2d": kp, "keypoints_3d": joints + noise3, "vertices": surface + noise3[[i % 21 for i in range(778)]],
-                "cam_t": cam_t}
+        return {"keypoints_2d": kp, "keypoints_3d": joints + noise3, "cam_t": cam_t,
+                "vertices": surface + noise3[np.arange(len(surface)) % 21]}
 
 
 def hand_record(box, is_right, confidence, fields: dict) -> Hand:
@@ -345,7 +346,8 @@ def drift(run, reference) -> dict[str, float]:
             ious.append(float(box_iou(x.box, y.box)[0, 0]))
             px.append(float(np.linalg.norm(x.keypoints_2d - y.keypoints_2d, axis=1).mean()))
             if x.vertices is not None and y.vertices is not None:
-                mm.append(1000 * float(np.linalg.norm(camera_points(x, "vertices") - camera_points(y, "vertices"), axis=1).mean()))
+                d = camera_points(x, "vertices") - camera_points(y, "vertices")
+                mm.append(1000 * float(np.linalg.norm(d, axis=1).mean()))
     return {"drift_box_iou": float(np.mean(ious)) if ious else float("nan"),
             "drift_2d_px": float(np.mean(px)) if px else float("nan"),
             "drift_vertex_mm": float(np.mean(mm)) if mm else float("nan")}
@@ -367,7 +369,8 @@ def against_truth(run, times) -> dict[str, float]:
                 continue
             x = truth[int(np.argmax(iou))]
             px.append(float(np.linalg.norm(h.keypoints_2d - x.keypoints_2d, axis=1).mean()))
-            mm.append(1000 * float(np.linalg.norm(camera_points(h, "keypoints_3d") - (x.joints + x.cam_t), axis=1).mean()))
+            d = camera_points(h, "keypoints_3d") - (x.joints + x.cam_t)
+            mm.append(1000 * float(np.linalg.norm(d, axis=1).mean()))
             wrong += h.is_right != x.is_right
         hidden = [x for x in truth if x.name == "B"]
         if back is None and t >= HIDDEN[1] and hidden and hands:
@@ -465,7 +468,8 @@ def quality(args) -> dict:
         frames = scene_frames(n, np.full((H, W, 3), 90, np.uint8))
         pipe, truth = StandInPipe(StandIns(args.flip_rate, seed=args.seed)), True
     seconds = len(frames) / FPS
-    runs = {name: run_config(pipe, frames, opts)[0] for name, opts in CONFIGS.items()}
+    smoothing = {"min_cutoff": args.min_cutoff, "beta": args.beta}
+    runs = {name: run_config(pipe, frames, {**opts, **smoothing})[0] for name, opts in CONFIGS.items()}
     rows = {}
     for name, run in runs.items():
         row = {**drift(run, runs[REFERENCE]), **jitter(run), "flips_per_min": flips_per_minute(run, seconds)}
@@ -482,12 +486,12 @@ def quality(args) -> dict:
             for h in hands:
                 h.track_id = 0 if h.is_right else 1
         rows["(the scene itself: motion's share of the high-pass)"] = jitter(true_run)
-    print(f"quality: {len(frames)} frames ({seconds:.0f} s at {FPS:g} fps), "
-          + ("stand-in networks (see the module docstring), flip rate " + str(args.flip_rate) if truth else f"model {args.model}"))
-    print(f"drift: against '{REFERENCE}'\n")
+    what = f"stand-in networks (see the module docstring), flip rate {args.flip_rate}" if truth else f"model {args.model}"
+    print(f"quality: {len(frames)} frames ({seconds:.0f} s at {FPS:g} fps), {what}")
+    print(f"drift: against '{REFERENCE}'; smoothing: min_cutoff {args.min_cutoff} Hz, beta {args.beta}\n")
     print(table(rows, cols))
-    return {"part": "quality", "frames": len(frames), "stand_ins": truth, "flip_rate": args.flip_rate if truth else None,
-            "rows": rows}
+    return {"part": "quality", "frames": len(frames), "stand_ins": truth,
+            "flip_rate": args.flip_rate if truth else None, "rows": rows}
 
 
 def speed(args) -> dict:
@@ -502,8 +506,9 @@ def speed(args) -> dict:
         frames = scene_frames(n, background)
         label = f"random weights, {args.size} size, {args.precision}; steered by the stand-ins"
     warm, timed = frames[: args.warmup], frames[args.warmup:]
-    configs = {"detect every frame": dict(track=False), f"tracking (detect every {args.detect_every})":
-               dict(detect_every=args.detect_every), "tracking, max 2 hands": dict(detect_every=args.detect_every, max_hands=2)}
+    configs = {"detect every frame": dict(track=False),
+               f"tracking (detect every {args.detect_every})": dict(detect_every=args.detect_every),
+               "tracking, max 2 hands": dict(detect_every=args.detect_every, max_hands=2)}
     rows = {}
     for name, opts in configs.items():
         if warm:
@@ -533,6 +538,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=5, help="speed: untimed frames first (default 5)")
     p.add_argument("--detect-every", type=int, default=10, help="speed: tracking's detector period (default 10)")
     p.add_argument("--flip-rate", type=float, default=0.1, help="stand-in detector: wrong side per detection (0.1)")
+    p.add_argument("--min-cutoff", type=float, default=1.0, help="quality: One Euro min cutoff, Hz (default 1.0)")
+    p.add_argument("--beta", type=float, default=0.02, help="quality: One Euro speed coefficient, 1/px (default 0.02)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
