@@ -73,14 +73,16 @@ class ScenePipe:
         out = []
         for i, box in enumerate(boxes):
             centre = (box[:2] + box[2:]) / 2
-            inside = [h for h in self.scene(k) if box[0] <= h.centre[0] <= box[2] and box[1] <= h.centre[1] - 40 <= box[3]]
+            inside = [h for h in self.scene(k)  # the hand's middle: 40 px above the wrist
+                      if box[0] <= h.centre[0] <= box[2] and box[1] <= h.centre[1] - 40 <= box[3]]
             if inside:
                 t = min(inside, key=lambda h: np.hypot(h.centre[0] - centre[0], h.centre[1] - centre[1]))
                 hand = make_hand(bool(is_right[i]), t.centre)
             else:  # no hand in the crop: what a network does then is arbitrary; here the keypoints collapse
                 hand = make_hand(bool(is_right[i]), tuple(centre))
                 hand.keypoints_2d = np.repeat(centre[None], 21, axis=0)
-            out.append(dataclasses.replace(hand, box=box.copy(), confidence=1.0 if confidence is None else float(confidence[i])))
+            c = 1.0 if confidence is None else float(confidence[i])
+            out.append(dataclasses.replace(hand, box=box.copy(), confidence=c))
         return out
 
 

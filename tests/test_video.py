@@ -349,7 +349,8 @@ def test_live_mirror_option(tmp_path):
     from mlx_hands.commands.live import annotate_stream
     from mlx_hands.pipeline.video import draw_frame
 
-    args = cli.build_parser(["live"]).parse_args(["live", "--mirror", "--detect-every", "4", "--force-handedness", "left"])
+    argv = ["live", "--mirror", "--detect-every", "4", "--force-handedness", "left"]
+    args = cli.build_parser(argv).parse_args(argv)
     assert args.mirror and args.detect_every == 4 and args.force_handedness == "left"
     src = write_video(tmp_path / "cam.mp4", n=3)
     rgb = next(iter_frames(src))[2]
@@ -409,7 +410,10 @@ def write_faststart_mp4(path, n=30):
 
 @pytest.mark.parametrize("kind", ["avi", "mp4"])
 def test_truncated_video_is_reported(tmp_path, kind):
-    full = write_video(tmp_path / "clip.avi", n=30, codec="MJPG") if kind == "avi" else write_faststart_mp4(tmp_path / "clip.mp4")
+    if kind == "avi":
+        full = write_video(tmp_path / "clip.avi", n=30, codec="MJPG")
+    else:
+        full = write_faststart_mp4(tmp_path / "clip.mp4")
     damaged = cut(full, 0.5)
     s = process_video(FakePipe(), damaged, tmp_path / "out", progress=False)
     assert 0 < s.frames < 30 and s.frames_declared == 30
@@ -499,7 +503,8 @@ class BoxedPipe:
 
     def predict_with_boxes(self, rgb, boxes, is_right, *, confidence=None, include_vertices=True):
         self.include_vertices.append(include_vertices)
-        return [dataclasses.replace(make_hand(bool(r), (50, 80), **self.kw), box=np.asarray(b)) for b, r in zip(boxes, is_right)]
+        return [dataclasses.replace(make_hand(bool(r), (50, 80), **self.kw), box=np.asarray(b))
+                for b, r in zip(boxes, is_right)]
 
 
 def test_tracking_route_in_process_video(tmp_path):

@@ -54,7 +54,8 @@ def add_stream_arguments(p: argparse.ArgumentParser) -> None:
     """Tracking and handedness options of HandStream, shared by `live` and the video branch of `predict`."""
     g = p.add_argument_group("video and webcam: tracking")
     g.add_argument("--no-track", action="store_true",
-                   help="run the detector on every frame (default: track hands from their keypoints between detections)")
+                   help="run the detector on every frame (default: track hands from their keypoints between "
+                        "detections)")
     g.add_argument("--detect-every", type=int, default=10, metavar="N",
                    help="while tracking, run the detector at least every N frames (default 10); it also runs when "
                         "a hand is lost")
@@ -127,7 +128,8 @@ def annotate_stream(
         label = f"{fps:5.1f} FPS  {n} hand{'s' if n != 1 else ''}  q: quit"
         scale = max(bgr.shape[0] / 720, 0.4)
         for colour, width in (((0, 0, 0), 4), ((255, 255, 255), 1)):
-            cv2.putText(bgr, label, (10, int(30 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, colour, width, cv2.LINE_AA)
+            cv2.putText(bgr, label, (10, int(30 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, colour, width,
+                        cv2.LINE_AA)
         yield bgr, f.hands, fps
 
 

@@ -80,8 +80,8 @@ class FramePlan:
 class HandStream:
     """Detect, track and smooth hands over consecutive frames with one pipeline (see the module docstring).
 
-    pipe: a HandPosePipeline (or any object with `detect(rgb)`, `predict_with_boxes(rgb, boxes, is_right,
-    confidence=, include_vertices=)` and `conf`). An object with only `__call__(rgb) -> list[Hand]` also works
+    pipe: a HandPosePipeline (or any object with `detect(rgb)` and `predict_with_boxes(rgb, boxes, is_right,
+    confidence=, include_vertices=)`). An object with only `__call__(rgb) -> list[Hand]` also works
     (the detector then runs in every frame, with ids and smoothing; `track` must not be True).
     """
 
@@ -271,8 +271,10 @@ class HandStream:
         for i, (track, hand) in enumerate(zip(plan.tracks, hands)):
             kp = np.asarray(hand.keypoints_2d, np.float64)
             if plan.detected:
-                ok = np.all(np.isfinite(kp))
-                score = float(box_iou(plan.boxes[i], box_from_keypoints(kp, track.box_scale, track.box_offset))[0, 0]) if ok else 0.0
+                score = 0.0
+                if np.all(np.isfinite(kp)):
+                    new_box = box_from_keypoints(kp, track.box_scale, track.box_offset)
+                    score = float(box_iou(plan.boxes[i], new_box)[0, 0])
                 changes = {}
                 if plan.detector_keypoints is not None:
                     changes["detector_keypoints"] = plan.detector_keypoints[i]

@@ -146,7 +146,8 @@ class StreamFrame:
     image: np.ndarray | None  # the annotated frame (RGB; mirrored if asked), None when not drawn
 
 
-def draw_frame(rgb: np.ndarray, hands: list[Hand], faces: np.ndarray | None = None, *, mirror: bool = False) -> np.ndarray:
+def draw_frame(rgb: np.ndarray, hands: list[Hand], faces: np.ndarray | None = None, *,
+               mirror: bool = False) -> np.ndarray:
     """The annotated frame: meshes (when `faces`), skeletons and labelled boxes. mirror: the picture and the
     drawings flipped left-right together, labels written after the flip so they stay readable. The labels keep
     the hands' own sides: the person's right hand is labelled right, and shows on the right, as in a mirror."""
@@ -199,7 +200,8 @@ class _FragmentedMP4Writer:
         wanted = ("libx264", "h264", "mpeg4") if codec == "h264" else ("mpeg4",)
         encoder = next((c for c in wanted if c in av.codecs_available), None)
         if encoder is None:
-            raise OSError(f"cannot write video {path}: this PyAV has no {' / '.join(wanted)} encoder (try codec='MJPG')")
+            raise OSError(f"cannot write video {path}: this PyAV has no {' / '.join(wanted)} encoder "
+                          "(try codec='MJPG')")
         self.path = path
         self.size = size
         self._w, self._h = size[0] + size[0] % 2, size[1] + size[1] % 2  # 4:2:0 needs even sides
