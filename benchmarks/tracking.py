@@ -54,7 +54,7 @@ use_system_blas()  # before mlx is imported (Linux CPU: OpenBLAS instead of the 
 from mlx_hands.pipeline.detection import Detections  # noqa: E402
 from mlx_hands.pipeline.stream import HandStream  # noqa: E402
 from mlx_hands.pipeline.tracking import box_iou  # noqa: E402
-from mlx_hands.pipeline.types import Hand  # noqa: E402
+from mlx_hands.types import Hand  # noqa: E402
 
 W, H, FPS = 1280, 720, 30.0
 FOCAL = 1000.0  # pixels: a webcam's (about 65 degrees across 1280 px)
@@ -440,7 +440,7 @@ def load_real(model: str, dtype: str | None):
 
 
 def random_pipe(size: str, precision: str):
-    from mlx_hands.bench import random_detector, random_model
+    from mlx_hands.synthetic import random_detector, random_model
     from mlx_hands.config import DetectorConfig, RefineNetConfig, ViTConfig, WiLoRConfig
     from mlx_hands.pipeline.runner import HandPosePipeline
 

@@ -8,17 +8,17 @@ import importlib
 import logging
 import sys
 
+from .blas import use_system_blas
+from .commands import CLIError
+
 COMMANDS = {
     "predict": "Detect hands in images, folders or videos and write results",
     "live": "Run on a webcam stream in a window",
     "convert": "Convert the original WiLoR / detector / MANO files to the MLX format",
     "quantize": "Write a quantized or lower-precision copy of a converted model",
     "bench": "Time the model stage and the full route",
+    "annotate": "Annotate image and video collections into Parquet (resumable; local or Ray)",
 }
-
-
-class CLIError(Exception):
-    """An error whose message is meant for the user, printed without a traceback."""
 
 
 def _command(name: str):
@@ -45,8 +45,6 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .blas import use_system_blas
-
     use_system_blas()  # Linux: MLX's CPU matrix products through the system OpenBLAS, loaded before mlx is
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)

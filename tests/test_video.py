@@ -360,29 +360,13 @@ def test_live_mirror_option(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- damaged input, stops
-def tiny_model_dir(path):
-    """A converted model folder with a tiny WiLoR, a tiny detector and a synthetic MANO (random weights)."""
-    from mlx.utils import tree_flatten
-    from synth import make_mano
-
-    from mlx_hands.config import DetectorConfig, RefineNetConfig, ViTConfig, WiLoRConfig
-    from mlx_hands.convert.mano import save_mano
-    from mlx_hands.models.wilor import WiLoR
-    from mlx_hands.models.yolo import YOLOPose
-    from mlx_hands.weights import save_model
-
-    wc = WiLoRConfig(vit=ViTConfig(dim=64, depth=2, num_heads=4), refine_net=RefineNetConfig(feat_dim=64))
-    dc = DetectorConfig(width=0.25, depth=0.33, imgsz=160)
-    params = lambda m: {k: np.array(v) for k, v in tree_flatten(m.parameters())}  # noqa: E731
-    save_model(path, wilor=params(WiLoR(wc)), wilor_config=wc, detector=params(YOLOPose(dc)), detector_config=dc,
-               source={"checkpoint": "tiny"})
-    save_mano(make_mano(0), path / "mano.safetensors")
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    return tiny_model_dir(tmp_path_factory.mktemp("tiny"))
+    from synth import write_tiny_model  # tiny WiLoR + detector + synthetic MANO, random weights
+
+    folder = tmp_path_factory.mktemp("tiny")
+    write_tiny_model(folder)
+    return folder
 
 
 def cut(path, fraction):

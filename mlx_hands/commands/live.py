@@ -20,9 +20,10 @@ from collections.abc import Iterable, Iterator
 import cv2
 import numpy as np
 
+from ..pipeline.runner import HandPosePipeline
 from ..pipeline.stream import HandStream, sigterm_as_interrupt
 from ..pipeline.video import iter_frames, pipe_faces, stream_frames
-from . import add_model_arguments
+from . import CLIError, add_model_arguments
 
 WINDOW = "mlx-hands live (q to quit)"
 
@@ -134,16 +135,12 @@ def annotate_stream(
 
 
 def run(args) -> int:
-    from ..cli import CLIError
-
     problem = gui_problem()
     if problem:
         raise CLIError(problem)
     options = stream_options(args)
     frames = iter_frames(args.camera)  # a missing camera fails here, before the model loads
     try:
-        from ..pipeline.runner import HandPosePipeline
-
         pipe = HandPosePipeline.from_pretrained(args.model, mano_path=args.mano, dtype=args.dtype,
                                                 revision=args.revision, conf=args.conf)
         with sigterm_as_interrupt():

@@ -68,3 +68,15 @@ def load_image(image: str | PathLike | np.ndarray, name: str = "image") -> np.nd
     if isinstance(image, (str, PathLike)):
         return read_image(image)
     return to_rgb_uint8(image, name)
+
+
+def write_image(path: str | PathLike, image_rgb: np.ndarray) -> Path:
+    """Write an (H, W, 3) RGB uint8 image (format from the suffix: .jpg, .png, ...) or raise one OSError naming it."""
+    p = Path(path)
+    try:
+        ok = cv2.imwrite(str(p), np.ascontiguousarray(image_rgb[:, :, ::-1]))
+    except cv2.error as e:
+        raise OSError(f"cannot write {p}: {e.err or e}") from None
+    if not ok:
+        raise OSError(f"cannot write {p} (OpenCV could not encode or save it)")
+    return p

@@ -1,48 +1,55 @@
 """HandPosePipeline: image -> detector -> crops -> WiLoR (one batched call) -> Hand records.
 
-The one module of pipeline/ that touches MLX: numpy arrays go in to the networks as mx.array and come back
-as numpy right after. Everything around it (pre/post-processing, detection decoding, NMS) is numpy/OpenCV.
+The one module of pipeline/ that touches MLX: numpy arrays go in to the networks through mlx_hands.transfer and
+come back as numpy right after. Everything around it (pre/post-processing, detection decoding, NMS) is
+numpy/OpenCV.
 
     pipe = HandPosePipeline.from_pretrained("path/or/hub-repo")
     hands = pipe("photo.jpg")                        # or an (H, W, 3) RGB uint8 array
     hands = pipe.predict_with_boxes(rgb, boxes, is_right)
+    many = pipe.predict_many([rgb1, rgb2])           # one WiLoR forward for the hands of all images
     pipe.last_timings                                # seconds per stage of the last call
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import mlx.core as mx
 import numpy as np
 
+from ..config import CONF, IOU, MAX_DET
+from ..geometry import oriented_faces
+from ..hub import load
+from ..transfer import device_name, from_device, to_device
+from ..weights import load_detector
+from ..types import Hand
 from . import postprocess, preprocess
-from ..models.transfer import from_device, to_device
+from .detection import detect
 from .images import load_image
-from .types import Hand
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONF = 0.3
-DEFAULT_IOU = 0.7
-DEFAULT_MAX_DET = 300
+_OUTPUTS = ("cam", "keypoints_3d", "global_orient", "hand_pose", "betas")
 
 
-def _to_numpy(tree):
-    """mx.array (or nested tuples/lists/dicts of them) -> numpy, float32 for any float dtype."""
-    if isinstance(tree, mx.array):
-        if mx.issubdtype(tree.dtype, mx.floating) and tree.dtype != mx.float32:
-            tree = tree.astype(mx.float32)  # numpy has no bfloat16
-        return np.array(tree)
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_to_numpy(t) for t in tree)
-    if isinstance(tree, dict):
-        return {k: _to_numpy(v) for k, v in tree.items()}
-    return tree
+def as_numpy(network):
+    """An MLX network as a numpy -> numpy function: the input goes to the device through mlx_hands.transfer, the
+    (float) output comes back as float32 numpy in one copy."""
+
+    def fn(batch: np.ndarray) -> np.ndarray:
+        return from_device({"out": network(to_device(batch))})["out"]
+
+    return fn
+
+
+def folder_detector(folder):
+    """(numpy detector function, DetectorConfig) of a converted folder's hand detector, or None if it has none."""
+    det = load_detector(folder)
+    return None if det is None else (as_numpy(det), det.config)
 
 
 def validate_boxes(boxes, is_right, image_wh, confidence=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -80,16 +87,34 @@ def validate_boxes(boxes, is_right, image_wh, confidence=None) -> tuple[np.ndarr
     return b, r.astype(bool), c
 
 
+@dataclass
+class _Frame:
+    """One image on its way through the pipeline: its hands' boxes, crops and camera."""
+
+    image: np.ndarray
+    boxes: np.ndarray
+    is_right: np.ndarray
+    confidence: np.ndarray
+    keypoints: np.ndarray | None  # the detector's, or None for caller-given boxes
+    camera: postprocess.Camera
+    F: float  # the network's crop focal length for this image
+    timings: dict
+    crops: np.ndarray | None = None
+    centers: np.ndarray | None = None
+    sizes: np.ndarray | None = None
+
+
 class HandPosePipeline:
     """Detector + WiLoR around numpy images.
 
-    model: a WiLoR model (`model(crops mx (B, 256, 256, 3) RGB 0..255) -> WiLoROutput`, `model.faces`).
+    model: a WiLoR model (`model(crops (B, 256, 256, 3) RGB 0..255, focal_length=) -> WiLoROutput`, `model.faces`).
     detector: the YOLOv8-pose hand detector (`detector(mx (1, h, w, 3) uint8 letterboxed RGB) -> decoded head
         output`), or None: then only predict_with_boxes works.
     conf, iou, max_det, imgsz: detector settings (WiLoR's demo: 0.3, ultralytics' 0.7 and 300; imgsz None = the
         detector config's). rescale_factor: crop side / max box side (2.5 as WiLoR-mini; the original demo 2.0).
     focal_length: the crop camera's F in WiLoR units (default: the model config's, 5000); focal_length_px: a
         real focal length in pixels of the input images instead. See postprocess for the camera conventions.
+    info: the model's identity for result files (mlx_hands.hub.model_info).
     """
 
     def __init__(
@@ -97,9 +122,9 @@ class HandPosePipeline:
         model,
         detector=None,
         *,
-        conf: float = DEFAULT_CONF,
-        iou: float = DEFAULT_IOU,
-        max_det: int = DEFAULT_MAX_DET,
+        conf: float = CONF,
+        iou: float = IOU,
+        max_det: int = MAX_DET,
         imgsz: int | None = None,
         rescale_factor: float = preprocess.RESCALE_FACTOR,
         focal_length: float | None = None,
@@ -123,30 +148,33 @@ class HandPosePipeline:
     @classmethod
     def from_pretrained(
         cls,
-        path_or_repo: str | Path | None = None,
+        source: str | Path | None = None,
         *,
         mano_path: str | Path | None = None,
         dtype: str | None = None,
+        quantize=None,
         revision: str | None = None,
         detector: bool = True,
         **settings,
     ) -> "HandPosePipeline":
-        """Load WiLoR and the hand detector from a converted directory, a folder of the original files or a
-        Hub repository (default warmshao/WiLoR-mini; see mlx_hands.hub). detector=False loads WiLoR only.
+        """mlx_hands.hub.load(source, ...): a converted folder, a folder of the original files, the predecessor
+        project's file or a Hub repository (default warmshao/WiLoR-mini). detector=False loads WiLoR only.
 
         settings go to the constructor (conf, iou, max_det, imgsz, rescale_factor, focal_length, focal_length_px).
         """
-        from ..hub import resolve
-        from ..models.wilor import WiLoR
-        from ..weights import load_detector
+        loaded = load(source, mano_path=mano_path, dtype=dtype, quantize=quantize, revision=revision,
+                      detector=detector)
+        return cls(loaded.wilor, loaded.detector, info=loaded.info, **settings)
 
-        local = Path(resolve(path_or_repo, revision=revision, detector=detector))
-        model = WiLoR.from_pretrained(local, mano_path=mano_path, dtype=dtype)
-        det = load_detector(local, dtype=dtype) if detector else None
-        if detector and det is None:
-            log.warning("%s holds no hand detector: only predict_with_boxes will work", local)
-        info = _model_info(path_or_repo, local, model, dtype)
-        return cls(model, det, info=info, **settings)
+    @property
+    def device(self) -> str:
+        """The MLX device the networks run on, e.g. 'gpu (NVIDIA H200)' or 'cpu'."""
+        return device_name()
+
+    def settings_dict(self) -> dict:
+        """The settings recorded in result files."""
+        return {"conf": self.conf, "iou": self.iou, "max_det": self.max_det, "rescale_factor": self.rescale_factor,
+                "focal_length_crop": self.focal_length, "focal_length_px": self.focal_length_px}
 
     # ---------------------------------------------------------------- public API
     def __call__(
@@ -162,26 +190,45 @@ class HandPosePipeline:
         include_vertices: bool = True,
     ) -> list[Hand]:
         """Detect every hand in an image (path or (H, W, 3) RGB uint8 array; see images.py) -> Hands, best first."""
+        return self.predict_many([image], conf=conf, iou=iou, max_det=max_det, rescale_factor=rescale_factor,
+                                 focal_length_px=focal_length_px, K=K, include_vertices=include_vertices)[0]
+
+    def predict_many(
+        self,
+        images,
+        *,
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
+        rescale_factor: float | None = None,
+        focal_length_px: float | None = None,
+        K: np.ndarray | None = None,
+        include_vertices: bool = True,
+    ) -> list[list[Hand]]:
+        """Several images (paths or RGB uint8 arrays): the detector on each, then ONE WiLoR forward for the hands of
+        all of them -> one list of Hands per image, the same as calling the pipeline on each image."""
         if self.detector is None:
             raise ValueError("this pipeline has no hand detector; pass boxes with predict_with_boxes()")
-        timings = {}
-        t = time.perf_counter()
-        img = load_image(image)
-        timings["load"] = time.perf_counter() - t
-        t = time.perf_counter()
-        det = self.detect(img, conf=conf, iou=iou, max_det=max_det)
-        timings["detect"] = time.perf_counter() - t
-        boxes = np.asarray(det.boxes, dtype=np.float64).reshape(-1, 4)
-        is_right = np.asarray(det.classes).reshape(-1) == 1  # detector classes: 0 = left, 1 = right
-        scores = np.asarray(det.scores, dtype=np.float32).reshape(-1)
-        kps = np.asarray(det.keypoints)
-        # a box clipped to a sliver at the image edge can round to zero width; it has no crop
-        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        if not keep.all():
-            log.debug("dropping %d zero-size detections", int((~keep).sum()))
-            boxes, is_right, scores, kps = boxes[keep], is_right[keep], scores[keep], kps[keep]
-        return self._run(img, boxes, is_right, scores, kps, timings, rescale_factor, focal_length_px, K,
-                         include_vertices)
+        frames = []
+        for image in images:
+            timings = {}
+            t = time.perf_counter()
+            img = load_image(image)
+            timings["load"] = time.perf_counter() - t
+            t = time.perf_counter()
+            det = self.detect(img, conf=conf, iou=iou, max_det=max_det)
+            timings["detect"] = time.perf_counter() - t
+            boxes = np.asarray(det.boxes, dtype=np.float64).reshape(-1, 4)
+            is_right = np.asarray(det.classes).reshape(-1) == 1  # detector classes: 0 = left, 1 = right
+            scores = np.asarray(det.scores, dtype=np.float32).reshape(-1)
+            kps = np.asarray(det.keypoints)
+            # a box clipped to a sliver at the image edge can round to zero width; it has no crop
+            keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            if not keep.all():
+                log.debug("dropping %d zero-size detections", int((~keep).sum()))
+                boxes, is_right, scores, kps = boxes[keep], is_right[keep], scores[keep], kps[keep]
+            frames.append(self._frame(img, boxes, is_right, scores, kps, timings, focal_length_px, K))
+        return self._run(frames, rescale_factor, include_vertices)
 
     def predict_with_boxes(
         self,
@@ -203,12 +250,80 @@ class HandPosePipeline:
         timings["detect"] = 0.0
         H, W = img.shape[:2]
         b, r, c = validate_boxes(boxes, is_right, (W, H), confidence)
-        return self._run(img, b, r, c, None, timings, rescale_factor, focal_length_px, K, include_vertices)
+        return self._run([self._frame(img, b, r, c, None, timings, focal_length_px, K)], rescale_factor,
+                         include_vertices)[0]
+
+    def predict_many(
+        self,
+        images,
+        *,
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
+        rescale_factor: float | None = None,
+        focal_length_px: float | None = None,
+        include_vertices: bool = True,
+    ) -> list[list[Hand]]:
+        """Several images (paths or RGB uint8 arrays) -> one list of Hands per image, as pipe(image) gives for
+        each: the detector runs per image, then WiLoR once on the crops of all images (one batch).
+        last_timings holds the stage totals over the images."""
+        if self.detector is None:
+            raise ValueError("this pipeline has no hand detector; pass boxes with predict_with_boxes()")
+        timings = dict.fromkeys(("load", "detect", "crop", "model", "post"), 0.0)
+        r = self.rescale_factor if rescale_factor is None else rescale_factor
+        f_px = self.focal_length_px if focal_length_px is None else focal_length_px
+        jobs = []  # per image: (size, camera, detections, centres, sizes, crops, F)
+        for image in images:
+            t = time.perf_counter()
+            img = load_image(image)
+            t1 = time.perf_counter()
+            det = self.detect(img, conf=conf, iou=iou, max_det=max_det)
+            t2 = time.perf_counter()
+            boxes = np.asarray(det.boxes, dtype=np.float64).reshape(-1, 4)
+            keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # as __call__: no zero-size crops
+            is_right = (np.asarray(det.classes).reshape(-1) == 1)[keep]
+            found = (boxes[keep], is_right, np.asarray(det.scores, np.float32).reshape(-1)[keep],
+                     np.asarray(det.keypoints)[keep])
+            H, W = img.shape[:2]
+            camera = postprocess.camera_intrinsics((W, H), focal_length=self.focal_length, focal_length_px=f_px,
+                                                   patch_size=self.patch_size)
+            F = (camera.fx + camera.fy) / 2 * self.patch_size / max(W, H) if f_px is not None else self.focal_length
+            crops, centers, sizes = preprocess.crop_hands(img, found[0], is_right, r, self.patch_size)
+            jobs.append(((W, H), camera, found, centers, sizes, crops, F))
+            timings["load"] += t1 - t
+            timings["detect"] += t2 - t1
+            timings["crop"] += time.perf_counter() - t2
+        counts = [len(j[2][0]) for j in jobs]
+        results: list[list[Hand]] = [[] for _ in jobs]
+        if sum(counts):
+            t = time.perf_counter()
+            crops = np.concatenate([j[5] for j in jobs if len(j[5])])
+            Fs = np.repeat([j[6] for j in jobs], counts).astype(np.float32)
+            F = float(Fs[0]) if np.all(Fs == Fs[0]) else mx.array(Fs)
+            out = self.model(to_device(self.model.input_window(crops)), focal_length=F)
+            names = ["cam", "keypoints_3d", "global_orient", "hand_pose", "betas"] + ["vertices"] * include_vertices
+            o = from_device({n: getattr(out, n) for n in names})
+            timings["model"] = time.perf_counter() - t
+            t = time.perf_counter()
+            start = 0
+            for i, ((W, H), camera, (boxes, is_right, scores, kps), centers, sizes, _, _) in enumerate(jobs):
+                s = slice(start, start + counts[i])
+                start += counts[i]
+                if counts[i]:
+                    results[i] = postprocess.make_hands(
+                        boxes=boxes, is_right=is_right, confidence=scores, centers=centers, sizes=sizes,
+                        image_wh=(W, H), camera=camera, cam=o["cam"][s], keypoints_3d=o["keypoints_3d"][s],
+                        global_orient=o["global_orient"][s], hand_pose=o["hand_pose"][s], betas=o["betas"][s],
+                        vertices=o["vertices"][s] if include_vertices else None, detector_keypoints=kps)
+            timings["post"] = time.perf_counter() - t
+        timings["total"] = sum(timings.values())
+        self.last_timings = timings
+        return results
 
     def detect(self, image: np.ndarray, *, conf=None, iou=None, max_det=None):
         """Run the hand detector on an (H, W, 3) RGB uint8 image -> Detections (see detection.py)."""
-        from .detection import detect
-
+        if self.detector is None:
+            raise ValueError("this pipeline has no hand detector")
         cfg = getattr(self.detector, "config", None)
         return detect(
             self._detector_fn,
@@ -221,21 +336,20 @@ class HandPosePipeline:
             uint8_input=True,
         )
 
+    def detector_fn(self):
+        """The detector as a numpy -> numpy function (letterboxed uint8 (1, h, w, 3) -> decoded head output),
+        as pipeline.detection.detect and pipeline.calibration take it."""
+        return self._detector_fn
+
     def faces(self, is_right: bool = True) -> np.ndarray:
         """MANO triangles (F, 3) for one hand side; left hands need the reversed winding (mirrored mesh)."""
-        f = np.asarray(self.model.faces)
-        return f if is_right else f[:, ::-1].copy()
+        return oriented_faces(np.asarray(self.model.faces), is_right)
 
     # ---------------------------------------------------------------- internals
-    def _detector_fn(self, batch: np.ndarray):
-        out = self.detector(to_device(batch))
-        if isinstance(out, mx.array) and mx.issubdtype(out.dtype, mx.floating):
-            return from_device({"out": out})["out"]  # float32, through the pinned buffer on CUDA
-        mx.eval(out)
-        return _to_numpy(out)
+    def _detector_fn(self, batch: np.ndarray) -> np.ndarray:
+        return as_numpy(self.detector)(batch)  # float32, through the pinned buffer on CUDA
 
-    def _run(self, img, boxes, is_right, confidence, det_kps, timings, rescale_factor, focal_length_px, K,
-             include_vertices):
+    def _frame(self, img, boxes, is_right, confidence, kps, timings, focal_length_px, K) -> _Frame:
         H, W = img.shape[:2]
         camera = postprocess.camera_intrinsics(
             (W, H),
@@ -244,67 +358,55 @@ class HandPosePipeline:
             K=K,
             patch_size=self.patch_size,
         )
-        hands: list[Hand] = []
-        if len(boxes):
+        # the network's own focal F (crop pixels) follows the full-image camera: F = f * 256 / max(W, H)
+        user_camera = K is not None or focal_length_px is not None or self.focal_length_px is not None
+        F = (camera.fx + camera.fy) / 2 * self.patch_size / max(W, H) if user_camera else self.focal_length
+        return _Frame(img, boxes, is_right, confidence, kps, camera, F, timings)
+
+    def _run(self, frames: list[_Frame], rescale_factor, include_vertices) -> list[list[Hand]]:
+        r = self.rescale_factor if rescale_factor is None else rescale_factor
+        for f in frames:
             t = time.perf_counter()
-            r = self.rescale_factor if rescale_factor is None else rescale_factor
-            crops, centers, sizes = preprocess.crop_hands(img, boxes, is_right, r, self.patch_size)
-            timings["crop"] = time.perf_counter() - t
-
+            if len(f.boxes):
+                f.crops, f.centers, f.sizes = preprocess.crop_hands(f.image, f.boxes, f.is_right, r, self.patch_size)
+            f.timings["crop"] = time.perf_counter() - t
+        with_hands = [f for f in frames if len(f.boxes)]
+        t = time.perf_counter()
+        out = self._forward(with_hands, include_vertices) if with_hands else {}
+        model_s = time.perf_counter() - t
+        results, start = [], 0
+        for f in frames:
+            n = len(f.boxes)
+            f.timings["model"] = model_s if n else 0.0  # one forward for every frame: its whole time, each
             t = time.perf_counter()
-            # the network's own focal F (crop pixels) follows the full-image camera: F = f * 256 / max(W, H)
-            user_camera = K is not None or focal_length_px is not None or self.focal_length_px is not None
-            F = (camera.fx + camera.fy) / 2 * self.patch_size / max(W, H) if user_camera else self.focal_length
-            # every hand of the frame in one batch; only the columns the network reads travel to the device
-            out = self.model(to_device(self.model.input_window(crops)), focal_length=F)
-            names = ["cam", "keypoints_3d", "global_orient", "hand_pose", "betas"]
-            if include_vertices:
-                names.append("vertices")
-            o = from_device({n: getattr(out, n) for n in names})  # one device -> host copy
-            timings["model"] = time.perf_counter() - t
+            hands = []
+            if n:
+                o = {k: v[start : start + n] for k, v in out.items()}
+                start += n
+                hands = postprocess.make_hands(
+                    boxes=f.boxes, is_right=f.is_right, confidence=f.confidence, centers=f.centers, sizes=f.sizes,
+                    image_wh=f.image.shape[1::-1], camera=f.camera, cam=o["cam"], keypoints_3d=o["keypoints_3d"],
+                    global_orient=o["global_orient"], hand_pose=o["hand_pose"], betas=o["betas"],
+                    vertices=o.get("vertices"),
+                    detector_keypoints=None if f.keypoints is None else np.asarray(f.keypoints),
+                )
+            f.timings["post"] = time.perf_counter() - t
+            f.timings["total"] = sum(f.timings.values())
+            results.append(hands)
+        self.last_timings = frames[-1].timings if frames else {}
+        return results
 
-            t = time.perf_counter()
-            hands = postprocess.make_hands(
-                boxes=boxes,
-                is_right=is_right,
-                confidence=confidence,
-                centers=centers,
-                sizes=sizes,
-                image_wh=(W, H),
-                camera=camera,
-                cam=o["cam"],
-                keypoints_3d=o["keypoints_3d"],
-                global_orient=o["global_orient"],
-                hand_pose=o["hand_pose"],
-                betas=o["betas"],
-                vertices=o.get("vertices"),
-                detector_keypoints=None if det_kps is None else np.asarray(det_kps),
-            )
-            timings["post"] = time.perf_counter() - t
-        else:
-            timings.update(crop=0.0, model=0.0, post=0.0)
-        timings["total"] = sum(timings.values())
-        self.last_timings = timings
-        return hands
-
-
-def _model_info(path_or_repo, local: Path | None, model, dtype) -> dict[str, Any]:
-    """Identity of the loaded weights for result files: what was asked, where it was found, revision, size."""
-    info: dict[str, Any] = {"model": None if path_or_repo is None else str(path_or_repo)}
-    if local is not None:
-        info["path"] = str(local.resolve())
-        parts = local.resolve().parts
-        if "snapshots" in parts and parts.index("snapshots") + 1 < len(parts):  # huggingface_hub cache layout
-            info["revision"] = parts[parts.index("snapshots") + 1]
-        f = local / "model.safetensors"
-        if f.is_file():
-            info["model_bytes"] = f.stat().st_size
-        try:
-            src = json.loads((local / "config.json").read_text()).get("source")
-            if src:
-                info["source"] = src
-        except (OSError, ValueError):
-            pass
-    model_dtype = getattr(model, "dtype", None)
-    info["dtype"] = dtype or (str(model_dtype).replace("mlx.core.", "") if model_dtype is not None else None)
-    return info
+    def _forward(self, frames: list[_Frame], include_vertices: bool) -> dict[str, np.ndarray]:
+        """One WiLoR call for every crop of `frames` -> numpy outputs, checked to be finite."""
+        crops = frames[0].crops if len(frames) == 1 else np.concatenate([f.crops for f in frames])
+        Fs = [f.F for f in frames]
+        F = Fs[0] if len(set(Fs)) == 1 else mx.array(np.repeat(Fs, [len(f.boxes) for f in frames]), mx.float32)
+        # only the columns the network reads travel to the device
+        out = self.model(to_device(self.model.input_window(crops)), focal_length=F)
+        names = [*_OUTPUTS, "vertices"] if include_vertices else list(_OUTPUTS)
+        o = from_device({n: getattr(out, n) for n in names})  # one device -> host copy
+        bad = sorted(k for k, v in o.items() if not np.isfinite(v).all())
+        if bad:
+            raise ValueError(f"the model produced NaN or infinite values ({', '.join(bad)}) for a finite input: its "
+                             f"weights are damaged or incompatible; convert the original files again")
+        return o

@@ -56,7 +56,7 @@ import numpy as np
 
 from .images import load_image
 from .tracking import HandTracker, Track, box_from_keypoints, box_iou, keypoint_extent, visible_fraction
-from .types import Hand
+from ..types import Hand
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .types import Hand
+from ..types import Hand
 
 log = logging.getLogger(__name__)
 

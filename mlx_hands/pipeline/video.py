@@ -34,10 +34,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from tqdm import tqdm
+
 from ..export import ensure_dir, to_json_dict
 from ..render.overlay import draw_box, draw_hands
+from ..types import Hand
 from .stream import HandStream, Terminated
-from .types import Hand
 
 log = logging.getLogger(__name__)
 
@@ -414,9 +416,5 @@ def _chain(first, rest):
 
 def _progress(total, name: str, enabled: bool):
     if not enabled:
-        return None
-    try:
-        from tqdm import tqdm  # optional: a progress bar when installed
-    except ImportError:
         return None
     return tqdm(total=total, desc=name, unit="frame", dynamic_ncols=True)
