@@ -17,7 +17,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mlx_hands.blas import use_system_blas  # noqa: E402
 
 use_system_blas()  # the CPU wheel's BLAS is slow; must precede the first mlx import
-import mlx.core as mx  # noqa: E402
 from mlx_hands import bench, synthetic  # noqa: E402
 from mlx_hands.models import kernels  # noqa: E402
 

@@ -29,51 +29,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mlx_hands.blas import use_system_blas  # noqa: E402
+import mlx_hands  # noqa: E402, F401 (first: it puts the system OpenBLAS in place before MLX loads)
 
-use_system_blas()  # before MLX loads, as the CLI does (Ray's actors do it themselves)
+import dataclasses  # noqa: E402
 
 import cv2  # noqa: E402
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
+from mlx_hands import synthetic  # noqa: E402
+from mlx_hands.config import DetectorConfig, WiLoRConfig  # noqa: E402
+
 STAGES = ("setup", "decode", "detect", "model", "write")
 
 
 def tiny_model(dst: Path) -> Path:
-    from mlx.utils import tree_flatten
-
-    sys.path.insert(0, str(ROOT / "tests"))
-    from synth import make_mano
-
-    from mlx_hands.config import DetectorConfig, RefineNetConfig, ViTConfig, WiLoRConfig
-    from mlx_hands.convert.mano import save_mano
-    from mlx_hands.models.wilor import WiLoR
-    from mlx_hands.models.yolo import YOLOPose
-    from mlx_hands.weights import save_model
-
-    wc = WiLoRConfig(vit=ViTConfig(dim=64, depth=2, num_heads=4), refine_net=RefineNetConfig(feat_dim=64))
-    dc = DetectorConfig(width=0.25, depth=0.33, imgsz=160)
-    params = lambda m: {k: np.array(v) for k, v in tree_flatten(m.parameters())}  # noqa: E731
-    save_model(dst, wilor=params(WiLoR(wc)), wilor_config=wc, detector=params(YOLOPose(dc)), detector_config=dc)
-    save_mano(make_mano(0), dst / "mano.safetensors")
-    return dst
+    return synthetic.write_model(dst, synthetic.TINY, dataclasses.replace(synthetic.TINY_DETECTOR, imgsz=160))
 
 
 def full_random_model(dst: Path, dtype: str) -> Path:
-    from mlx.utils import tree_flatten
-
-    from mlx_hands.bench import random_detector, random_mano, random_model
-    from mlx_hands.config import DetectorConfig, WiLoRConfig
-    from mlx_hands.convert.mano import save_mano
-    from mlx_hands.weights import save_model
-
-    model, det = random_model(), random_detector()
-    params = lambda m: {k: np.array(v) for k, v in tree_flatten(m.parameters())}  # noqa: E731
-    save_model(dst, wilor=params(model), wilor_config=WiLoRConfig(), detector=params(det),
-               detector_config=DetectorConfig(), dtype=dtype)
-    save_mano(random_mano(), dst / "mano.safetensors")
-    return dst
+    return synthetic.write_model(dst, WiLoRConfig(), DetectorConfig(), dtype=dtype)
 
 
 def photo(rng, w: int, h: int) -> np.ndarray:

@@ -10,7 +10,14 @@
 
 import importlib
 
+from .blas import use_system_blas
+
 __version__ = "0.1.0"
+
+# Linux: MLX's wheel multiplies with the slow reference BLAS (20-40x slower on a CPU); the system OpenBLAS, loaded
+# before any module of this package imports MLX, takes its place (mlx_hands.blas). A package's __init__ runs
+# before its modules, so this covers every way in; if MLX was imported earlier, loading a model says so.
+use_system_blas()
 
 _LAZY = {
     "load": ("mlx_hands.hub", "load"),
@@ -26,8 +33,8 @@ __all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name):
-    # imported on first use: `import mlx_hands` stays cheap, free of side effects, and loads MLX only when a
-    # name that needs it is asked for (so that mlx_hands.blas.use_system_blas can run first)
+    # imported on first use: `import mlx_hands` stays cheap and loads MLX only when a name that needs it is
+    # asked for
     if name in _LAZY:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)

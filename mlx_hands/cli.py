@@ -8,7 +8,8 @@ import importlib
 import logging
 import sys
 
-from .blas import use_system_blas
+import cv2
+
 from .commands import CLIError
 
 COMMANDS = {
@@ -45,10 +46,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    use_system_blas()  # Linux: MLX's CPU matrix products through the system OpenBLAS, loaded before mlx is
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    # each message once: huggingface_hub prints its own warnings; OpenCV's decoders log to stderr what our
+    # errors already say in one line
+    logging.getLogger("huggingface_hub").propagate = False
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_WARNING if args.verbose else cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
         if getattr(args, "unavailable", None):
             raise CLIError(f"this command needs a package that is not installed: {args.unavailable}")

@@ -32,7 +32,9 @@ from huggingface_hub import constants, hf_hub_download
 from .config import CONFIG_FILE, MANO_FILE, MODEL_FILE, ORIGINAL_FILES, SEED_FILES
 from .convert import convert_atomically, find_originals
 from .convert.mano import read_mano
+from .blas import check_cpu_blas
 from .models.wilor import WiLoR as WiLoRNetwork
+from .transfer import cpu_device
 from .settings import cache_dir, hub_offline
 from .weights import load_config, load_detector, load_wilor, save_mano
 
@@ -210,6 +212,8 @@ def load(source: str | Path | None = None, *, mano_path: str | Path | None = Non
     float model after loading. The stored precision is used otherwise.
     """
     path = resolve(source, revision=revision)
+    if cpu_device():
+        check_cpu_blas()  # warns, with the fix, when MLX multiplies with the slow reference BLAS
     mano_file = resolve_mano(mano_path) if mano_path is not None else None
     wilor = load_wilor(path, mano_file=mano_file, dtype=dtype, quantize=quantize, cls=wilor_class or WiLoR)
     det = load_detector(path, dtype=dtype) if detector else None

@@ -17,6 +17,7 @@ from .models.wilor import WiLoR
 from .models.yolo import YOLOPose
 from .quant import quantize_model
 from .transfer import to_device
+from .weights import model_arrays, save_mano, save_model
 
 FRAME_SIZE = (720, 1280)  # (H, W) of the full-route frame
 # a 2-block toy WiLoR and a narrow detector for smoke tests (`mlx-hands bench --size tiny`, the test suite)
@@ -134,3 +135,19 @@ class PlantedDetector:
                              (y2 - y1) * gain]
             out[0, 4 + i % nc, i] = 0.9  # alternate left and right hands
         return out
+
+
+def write_model(folder, config: WiLoRConfig = TINY, detector_config: DetectorConfig | None = TINY_DETECTOR, *,
+                mano: dict | None = None, dtype: str = "float32", seed: int = 0, source: dict | None = None):
+    """A converted model folder (mlx_hands.weights) holding a random WiLoR of `config`, a random detector of
+    `detector_config` (None: no detector) and `mano` (default: random_mano's arrays) -> the folder.
+
+    A random detector scores its anchors near 0.5, so it proposes "hands" at the default threshold; conf=0 always
+    gives max_det of them. For tests, benchmarks and load tests: the time of a forward pass and the shape of every
+    result are those of the real model."""
+    model = random_model(config, dtype, seed=seed)
+    det = random_detector(dtype, detector_config, seed) if detector_config is not None else None
+    folder = save_model(folder, wilor=model_arrays(model), wilor_config=config, dtype=dtype, source=source,
+                        detector=None if det is None else model_arrays(det), detector_config=detector_config)
+    save_mano(random_mano(config.mano, seed) if mano is None else mano, folder / "mano.safetensors")
+    return folder

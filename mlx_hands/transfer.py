@@ -99,6 +99,11 @@ class _Driver:
         return self.ctx_get_current(ctypes.byref(ctx)) == 0 and bool(ctx.value)
 
 
+def cpu_device() -> bool:
+    """True when MLX computes on the CPU by default."""
+    return mx.default_device().type == mx.DeviceType.cpu
+
+
 def device_name() -> str:
     """The MLX device work runs on, e.g. 'gpu (NVIDIA H200)' or 'cpu'."""
     dev = mx.default_device()

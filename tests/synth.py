@@ -418,24 +418,11 @@ def global_call_pickle(module: str, name: str, arg: str) -> bytes:
 
 
 def write_tiny_model(folder, *, seed: int = 0, detector: bool = True, imgsz: int = 160, source: dict | None = None):
-    """A converted model folder with a 2-block WiLoR (mlx_hands.synthetic.TINY), a narrow YOLOv8-pose detector and
-    the procedural hand as MANO, all with seeded random weights -> the folder. A random detector scores its
-    anchors near 0.5, so it proposes "hands" at the default threshold; use conf=0 to always get max_det of them."""
+    """mlx_hands.synthetic.write_model with the 2-block WiLoR, a narrow detector at imgsz and the procedural hand
+    as MANO -> the folder."""
     import dataclasses
 
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
+    from mlx_hands.synthetic import TINY, TINY_DETECTOR, write_model
 
-    from mlx_hands.models.wilor import WiLoR
-    from mlx_hands.models.yolo import YOLOPose
-    from mlx_hands.synthetic import TINY, TINY_DETECTOR
-    from mlx_hands.weights import save_mano, save_model
-
-    mx.random.seed(seed)
-    dc = dataclasses.replace(TINY_DETECTOR, imgsz=imgsz)
-    params = lambda m: {k: np.array(v) for k, v in tree_flatten(m.parameters())}  # noqa: E731
-    folder = save_model(Path(folder), wilor=params(WiLoR(TINY)), wilor_config=TINY,
-                        detector=params(YOLOPose(dc)) if detector else None, detector_config=dc if detector else None,
-                        source=source)
-    save_mano(make_mano(seed), folder / "mano.safetensors")
-    return folder
+    return write_model(folder, TINY, dataclasses.replace(TINY_DETECTOR, imgsz=imgsz) if detector else None,
+                       mano=make_mano(seed), seed=seed, source=source)

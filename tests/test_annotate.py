@@ -28,8 +28,8 @@ from mlx_hands.annotate import read_hands, read_items
 from mlx_hands.annotate.engine import annotate
 from mlx_hands.annotate.inputs import expand_inputs, plan_parts
 from mlx_hands.annotate.store import FolderBusy, Output, SettingsChanged
-from mlx_hands.annotate.worker import ModelSpec, Settings, incomplete
-from mlx_hands.config import DetectorConfig, RefineNetConfig, ViTConfig, WiLoRConfig
+from mlx_hands.annotate.worker import ModelSpec, Settings
+from mlx_hands.pipeline.images import truncation as incomplete
 
 ROOT = Path(mlx_hands.__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -39,21 +39,9 @@ SORT = [("source", "ascending"), ("frame", "ascending"), ("hand", "ascending")]
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from mlx.utils import tree_flatten
-    from synth import make_mano
+    from synth import write_tiny_model
 
-    from mlx_hands.convert.mano import save_mano
-    from mlx_hands.models.wilor import WiLoR
-    from mlx_hands.models.yolo import YOLOPose
-    from mlx_hands.weights import save_model
-
-    d = tmp_path_factory.mktemp("tiny_model")
-    wc = WiLoRConfig(vit=ViTConfig(dim=64, depth=2, num_heads=4), refine_net=RefineNetConfig(feat_dim=64))
-    dc = DetectorConfig(width=0.25, depth=0.33, imgsz=160)
-    params = lambda m: {k: np.array(v) for k, v in tree_flatten(m.parameters())}  # noqa: E731
-    save_model(d, wilor=params(WiLoR(wc)), wilor_config=wc, detector=params(YOLOPose(dc)), detector_config=dc)
-    save_mano(make_mano(0), d / "mano.safetensors")
-    return d
+    return write_tiny_model(tmp_path_factory.mktemp("tiny_model"))
 
 
 def write_video(path, n=10, codec="MJPG", seed=0):

@@ -64,7 +64,7 @@ def test_errors(tmp_path):
         calibration_crops([tmp_path / "junk.npy"])
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8 truncated")
-    with pytest.raises(ValueError, match="not a readable image"):
+    with pytest.raises(ValueError, match="truncated or damaged JPEG"):
         calibration_crops([bad], _one_hand_detector([]))
 
 

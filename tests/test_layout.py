@@ -28,7 +28,8 @@ NO_MLX = ("pipeline", "render", "export", "convert", "geometry", "types", "confi
 MLX_SIDE = ("models", "transfer", "quant", "weights", "hub", "synthetic", "bench")
 MLX_SEAMS = ("pipeline.runner",)  # the one module of those floors that crosses into MLX
 # convert/ reads foreign formats with numpy and writes through weights (it never computes with MLX itself)
-MLX_SIDE_OK = {"convert": ("weights", "quant", "models")}
+MLX_SIDE_OK = {"convert": ("weights", "quant", "models"),
+               "annotate": ("hub",)}  # hub.resolve: which converted files a run used (their fingerprint)
 # Third-party modules that may be imported inside a function (optional or heavy, with a comment saying why).
 LAZY_OK = {"mlx", "ray", "torch"}
 
@@ -40,7 +41,7 @@ def _modname(path: Path, root: Path) -> str:
 
 def imports(pkg: Path) -> dict[str, list[tuple[str, bool, int]]]:
     """module -> [(imported module, inside a function or class, line)] for every import, relative ones resolved."""
-    root = pkg.parent
+    root, name = pkg.parent, pkg.name
     out = {}
     for path in sorted(pkg.rglob("*.py")):
         mod = _modname(path, root)
@@ -65,6 +66,15 @@ def imports(pkg: Path) -> dict[str, list[tuple[str, bool, int]]]:
                 continue
             found += [(n, id(node) in nested, node.lineno) for n in names]
         out[mod] = found
+    # names imported from a package (`from .. import __version__`) are that package, not modules of their own
+    modules = set(out)
+    for mod, found in out.items():
+        resolved = []
+        for n, lazy, line in found:
+            while n.startswith(name + ".") and n not in modules:
+                n = n.rpartition(".")[0]
+            resolved.append((n, lazy, line))
+        out[mod] = resolved
     return out
 
 

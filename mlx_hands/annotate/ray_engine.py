@@ -9,8 +9,8 @@ redone by Ray (Ray Data's default: without limit); the part's files are replaced
 output folder must be one path that every node can write (a shared file system) and mlx-hands must be
 installed on every node.
 
-This module imports neither Ray nor MLX when loaded: Ray is imported by run_ray (it is an optional extra),
-and the actor loads MLX only after putting the system OpenBLAS in place (mlx_hands.blas).
+Ray is imported by run_ray only (it is an optional extra). In an actor's process the system OpenBLAS is in
+place before MLX loads, as everywhere: the package's __init__ sees to it (mlx_hands.blas).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..blas import use_system_blas
+from . import worker
 from .inputs import Part
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,6 @@ class RayAnnotator:
 
     def __init__(self, spec: dict, settings: dict, out: str, run: dict, batch_size: int):
         t = time.perf_counter()
-        use_system_blas()  # before MLX is imported: libmlx binds its BLAS at load time
-        from . import worker  # MLX loads here, after the line above; plain dicts came in, so nothing loaded it earlier
-
         spec_, settings_ = worker.ModelSpec(**spec), worker.Settings(**settings)
         here = worker.model_identity(spec_)
         expected = {k: v for k, v in run["model"].items() if k != "model"}

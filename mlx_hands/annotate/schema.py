@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..export import UNITS
-from ..pipeline.types import Hand
+from ..types import Hand
 
 # name -> shape of one hand's array (flattened in the file)
 ARRAYS = {

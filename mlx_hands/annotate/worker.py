@@ -102,7 +102,7 @@ def _fingerprint(path: Path, h) -> None:
 def model_identity(spec: ModelSpec) -> dict:
     """What makes the model: a fingerprint of its converted files (config, weights, MANO) and the dtype.
     Computed from the files alone (no model is built), so a Ray driver without a GPU can check it."""
-    local = Path(resolve(spec.model, revision=spec.revision, detector=True))
+    local = Path(resolve(spec.model, revision=spec.revision))
     h = hashlib.sha256()
     for f in ("config.json", "model.safetensors"):
         if (local / f).is_file():
@@ -116,46 +116,6 @@ def _digest_file(path: Path) -> str:
     h = hashlib.sha256()
     _fingerprint(path, h)
     return h.hexdigest()[:24]
-
-
-# ---------------------------------------------------------------------------------------------- images
-def incomplete(data: bytes) -> str | None:
-    """Why an image file is cut short, or None: JPEG without its end-of-image marker after the image data,
-    PNG without its IEND chunk. Other formats are left to the decoder."""
-    if data[:2] == b"\xff\xd8":
-        pos = 2
-        while True:  # walk the header segments to the first start-of-scan (skips an EXIF thumbnail)
-            while pos < len(data) and data[pos] == 0xFF and pos + 1 < len(data) and data[pos + 1] == 0xFF:
-                pos += 1  # fill bytes
-            if pos + 4 > len(data) or data[pos] != 0xFF:
-                return "truncated or damaged JPEG (its header ends early)"
-            marker = data[pos + 1]
-            if marker == 0xDA:
-                break
-            if marker == 0x01 or 0xD0 <= marker <= 0xD7:
-                pos += 2
-                continue
-            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
-        if data.rfind(b"\xff\xd9") < pos:
-            return "truncated JPEG (no end-of-image marker after the image data)"
-    elif data[:8] == b"\x89PNG\r\n\x1a\n":
-        pos = 8
-        while pos + 8 <= len(data):
-            if data[pos + 4:pos + 8] == b"IEND":
-                return None
-            pos += 12 + int.from_bytes(data[pos:pos + 4], "big")
-        return "truncated PNG (no IEND chunk)"
-    return None
-
-
-def read_complete_image(path: str) -> np.ndarray:
-    """An image file -> (H, W, 3) RGB uint8, refusing cut-off JPEG and PNG files (ValueError)."""
-    p = Path(path)
-    if p.is_file():
-        why = incomplete(p.read_bytes())
-        if why:
-            raise ValueError(f"{why}")
-    return read_image(p)
 
 
 # ---------------------------------------------------------------------------------------------- videos
@@ -280,7 +240,7 @@ class Annotator:
             for item in batch:
                 t = time.perf_counter()
                 try:
-                    images.append(read_complete_image(item.path))
+                    images.append(read_image(item.path))
                     ok.append(item)
                 except Exception as e:  # noqa: BLE001 - one bad file is a failed row, the run goes on
                     statuses.append(self._status(item, part, status="failed", error=_one_line(e),

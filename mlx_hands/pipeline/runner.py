@@ -34,6 +34,9 @@ from .images import load_image
 log = logging.getLogger(__name__)
 
 _OUTPUTS = ("cam", "keypoints_3d", "global_orient", "hand_pose", "betas")
+# A caller's box may be at most this many times the image's larger side: the crop around it (2.5x the box) then
+# still costs no more than a blur and a warp of the image itself; far larger ones mean a unit mix-up.
+MAX_BOX_RATIO = 4
 
 
 def as_numpy(network):
@@ -71,11 +74,15 @@ def validate_boxes(boxes, is_right, image_wh, confidence=None) -> tuple[np.ndarr
         raise ValueError(f"is_right must have one entry per box: {len(b)} boxes, {len(r)} is_right values")
     if not np.all((r == 0) | (r == 1)):
         raise ValueError(f"is_right must be booleans or 0 (left) / 1 (right), got {r.tolist()}")
+    limit = MAX_BOX_RATIO * max(W, H)
     for i, (x1, y1, x2, y2) in enumerate(b):
         if x2 <= x1 or y2 <= y1:
             raise ValueError(f"box {i} {[x1, y1, x2, y2]} has zero or negative size (expected x1 < x2, y1 < y2)")
         if x2 <= 0 or y2 <= 0 or x1 >= W or y1 >= H:
             raise ValueError(f"box {i} {[x1, y1, x2, y2]} lies outside the {W}x{H} image")
+        if max(x2 - x1, y2 - y1) > limit:
+            raise ValueError(f"box {i} is {max(x2 - x1, y2 - y1):.0f} pixels across: at most {MAX_BOX_RATIO}x the "
+                             f"{W}x{H} image's larger side ({limit} pixels)")
     if confidence is None:
         c = np.ones(len(b), np.float32)
     else:
@@ -253,73 +260,6 @@ class HandPosePipeline:
         return self._run([self._frame(img, b, r, c, None, timings, focal_length_px, K)], rescale_factor,
                          include_vertices)[0]
 
-    def predict_many(
-        self,
-        images,
-        *,
-        conf: float | None = None,
-        iou: float | None = None,
-        max_det: int | None = None,
-        rescale_factor: float | None = None,
-        focal_length_px: float | None = None,
-        include_vertices: bool = True,
-    ) -> list[list[Hand]]:
-        """Several images (paths or RGB uint8 arrays) -> one list of Hands per image, as pipe(image) gives for
-        each: the detector runs per image, then WiLoR once on the crops of all images (one batch).
-        last_timings holds the stage totals over the images."""
-        if self.detector is None:
-            raise ValueError("this pipeline has no hand detector; pass boxes with predict_with_boxes()")
-        timings = dict.fromkeys(("load", "detect", "crop", "model", "post"), 0.0)
-        r = self.rescale_factor if rescale_factor is None else rescale_factor
-        f_px = self.focal_length_px if focal_length_px is None else focal_length_px
-        jobs = []  # per image: (size, camera, detections, centres, sizes, crops, F)
-        for image in images:
-            t = time.perf_counter()
-            img = load_image(image)
-            t1 = time.perf_counter()
-            det = self.detect(img, conf=conf, iou=iou, max_det=max_det)
-            t2 = time.perf_counter()
-            boxes = np.asarray(det.boxes, dtype=np.float64).reshape(-1, 4)
-            keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # as __call__: no zero-size crops
-            is_right = (np.asarray(det.classes).reshape(-1) == 1)[keep]
-            found = (boxes[keep], is_right, np.asarray(det.scores, np.float32).reshape(-1)[keep],
-                     np.asarray(det.keypoints)[keep])
-            H, W = img.shape[:2]
-            camera = postprocess.camera_intrinsics((W, H), focal_length=self.focal_length, focal_length_px=f_px,
-                                                   patch_size=self.patch_size)
-            F = (camera.fx + camera.fy) / 2 * self.patch_size / max(W, H) if f_px is not None else self.focal_length
-            crops, centers, sizes = preprocess.crop_hands(img, found[0], is_right, r, self.patch_size)
-            jobs.append(((W, H), camera, found, centers, sizes, crops, F))
-            timings["load"] += t1 - t
-            timings["detect"] += t2 - t1
-            timings["crop"] += time.perf_counter() - t2
-        counts = [len(j[2][0]) for j in jobs]
-        results: list[list[Hand]] = [[] for _ in jobs]
-        if sum(counts):
-            t = time.perf_counter()
-            crops = np.concatenate([j[5] for j in jobs if len(j[5])])
-            Fs = np.repeat([j[6] for j in jobs], counts).astype(np.float32)
-            F = float(Fs[0]) if np.all(Fs == Fs[0]) else mx.array(Fs)
-            out = self.model(to_device(self.model.input_window(crops)), focal_length=F)
-            names = ["cam", "keypoints_3d", "global_orient", "hand_pose", "betas"] + ["vertices"] * include_vertices
-            o = from_device({n: getattr(out, n) for n in names})
-            timings["model"] = time.perf_counter() - t
-            t = time.perf_counter()
-            start = 0
-            for i, ((W, H), camera, (boxes, is_right, scores, kps), centers, sizes, _, _) in enumerate(jobs):
-                s = slice(start, start + counts[i])
-                start += counts[i]
-                if counts[i]:
-                    results[i] = postprocess.make_hands(
-                        boxes=boxes, is_right=is_right, confidence=scores, centers=centers, sizes=sizes,
-                        image_wh=(W, H), camera=camera, cam=o["cam"][s], keypoints_3d=o["keypoints_3d"][s],
-                        global_orient=o["global_orient"][s], hand_pose=o["hand_pose"][s], betas=o["betas"][s],
-                        vertices=o["vertices"][s] if include_vertices else None, detector_keypoints=kps)
-            timings["post"] = time.perf_counter() - t
-        timings["total"] = sum(timings.values())
-        self.last_timings = timings
-        return results
-
     def detect(self, image: np.ndarray, *, conf=None, iou=None, max_det=None):
         """Run the hand detector on an (H, W, 3) RGB uint8 image -> Detections (see detection.py)."""
         if self.detector is None:
@@ -371,13 +311,15 @@ class HandPosePipeline:
                 f.crops, f.centers, f.sizes = preprocess.crop_hands(f.image, f.boxes, f.is_right, r, self.patch_size)
             f.timings["crop"] = time.perf_counter() - t
         with_hands = [f for f in frames if len(f.boxes)]
-        t = time.perf_counter()
-        out = self._forward(with_hands, include_vertices) if with_hands else {}
-        model_s = time.perf_counter() - t
+        out, model_s = {}, 0.0
+        if with_hands:
+            t = time.perf_counter()
+            out = self._forward(with_hands, include_vertices)
+            model_s = time.perf_counter() - t
         results, start = [], 0
         for f in frames:
             n = len(f.boxes)
-            f.timings["model"] = model_s if n else 0.0  # one forward for every frame: its whole time, each
+            f.timings["model"] = 0.0
             t = time.perf_counter()
             hands = []
             if n:
@@ -391,9 +333,12 @@ class HandPosePipeline:
                     detector_keypoints=None if f.keypoints is None else np.asarray(f.keypoints),
                 )
             f.timings["post"] = time.perf_counter() - t
-            f.timings["total"] = sum(f.timings.values())
             results.append(hands)
-        self.last_timings = frames[-1].timings if frames else {}
+        # per stage, summed over the images (one image: its own); the one model call counted once
+        totals = {k: sum(f.timings[k] for f in frames) for k in ("load", "detect", "crop")}
+        totals.update(model=model_s, post=sum(f.timings["post"] for f in frames))
+        totals["total"] = sum(totals.values())
+        self.last_timings = totals
         return results
 
     def _forward(self, frames: list[_Frame], include_vertices: bool) -> dict[str, np.ndarray]:
