@@ -462,11 +462,13 @@ def test_killed_video_run_leaves_playable_results(tmp_path, tiny_model, sig):
     summary = json.loads((out / "clip.json").read_text())
     assert size == (VW, VH) and summary["complete"] is False
     if sig == signal.SIGTERM:  # handled like Ctrl-C: everything closed, the summary says why
-        assert rc == 130 and n == len(records) == summary["frames"]
-        assert summary["error"].startswith(f"terminated (SIGTERM) after {n} frames")
-    else:  # no chance to clean up: the video holds the frames written before the kill
-        assert rc == -signal.SIGKILL and len(records) - 1 <= n <= len(records)
-        assert summary["error"].startswith("not finished")
+        assert rc == 130 and summary["frames"] == len(records)
+        assert summary["error"].startswith(f"terminated (SIGTERM) after {len(records)} frames")
+        assert len(records) <= n <= len(records) + 1  # a frame goes into the video just before its line
+    else:  # no chance to clean up: the summary is the last one written while running, and the MP4 muxer
+        # writes a frame's fragment when the next frame arrives, so the last frame can be missing
+        assert rc == -signal.SIGKILL and summary["error"].startswith("not finished")
+        assert len(records) - 1 <= n <= len(records)
 
 
 class BoxedPipe:

@@ -9,9 +9,11 @@ The loop: frames (`iter_frames`) -> `stream.HandStream` (detect or track, lock s
 -> a sink (`process_video` writes files; `mlx-hands live` shows a window): `stream_frames` is that loop.
 
 What survives a stop:
-- the JSON Lines file is flushed after every frame;
-- the annotated video is a fragmented MP4 (PyAV; each frame its own fragment, flushed at once), so a file cut
-  anywhere (an exception, Ctrl-C, SIGTERM, SIGKILL, a power cut) plays up to its last whole frame. Without
+- the JSON Lines file is flushed after every frame (the annotated frame is written just before its line, so a
+  stopped video holds the JSONL's frames, or one more);
+- the annotated video is a fragmented MP4 (PyAV; each frame its own fragment, flushed as soon as the muxer
+  writes it: when the next frame arrives), so a file cut anywhere (an exception, Ctrl-C, SIGTERM, SIGKILL, a
+  power cut) plays up to its last whole fragment: after a hard kill, all frames but the last one. Without
   PyAV, or with codec="MJPG", it is an MJPEG AVI, which players and OpenCV also read when cut short;
 - the summary is rewritten every second while the run goes (`"complete": false`, `"error"` saying it is not
   finished) and at the end; an early stop, an error or a video that ends before its declared frame count gives
@@ -197,7 +199,7 @@ class _FragmentedMP4Writer:
     frame held back)."""
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int], codec: str):
-        import av  # optional heavy dependency (FFmpeg libraries): needed only to write video
+        import av  # optional heavy dependency (FFmpeg): only to write video, never beside `live`'s camera capture
 
         wanted = ("libx264", "h264", "mpeg4") if codec == "h264" else ("mpeg4",)
         encoder = next((c for c in wanted if c in av.codecs_available), None)
@@ -372,10 +374,11 @@ def process_video(
         for f in stream_frames(stream, _chain(first, frames), draw=render, faces=faces):
             line = {"frame": f.index, "time": round(f.t, 6),
                     "hands": [to_json_dict(hd, include_vertices=include_vertices) for hd in f.hands]}
-            jsonl.write(json.dumps(line) + "\n")
-            jsonl.flush()
+            # the video frame first: a stop at any point leaves the video at most one frame ahead of the JSONL
             if writer is not None:
                 writer.write(f.image)
+            jsonl.write(json.dumps(line) + "\n")
+            jsonl.flush()
             n_frames += 1
             n_hands += len(f.hands)
             track_ids.update(hd.track_id for hd in f.hands)
@@ -388,7 +391,10 @@ def process_video(
         error = None if max_frames is not None and n_frames >= max_frames else _shortfall(src, n_frames, declared)
         complete = error is None
     except BaseException as e:
-        error, stopped = _stop_reason(e, n_frames), True
+        stopped = True
+        jsonl.close()
+        n_frames = _count_lines(results_path)  # a stop between two statements: the file says what was written
+        error = _stop_reason(e, n_frames)
         raise
     finally:
         frames.close()
@@ -407,6 +413,11 @@ def process_video(
             if stopped:  # the exception goes on to the caller: say here what was kept
                 log.warning("%s: %s; results for %d frames kept in %s", src, error, n_frames, out)
     return result
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 
 def _chain(first, rest):
