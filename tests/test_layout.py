@@ -31,7 +31,8 @@ MLX_SEAMS = ("pipeline.runner",)  # the one module of those floors that crosses 
 MLX_SIDE_OK = {"convert": ("weights", "quant", "models"),
                "annotate": ("hub",)}  # hub.resolve: which converted files a run used (their fingerprint)
 # Third-party modules that may be imported inside a function (optional or heavy, with a comment saying why).
-LAZY_OK = {"mlx", "ray", "torch"}
+LAZY_OK = {"mlx", "ray", "torch",
+           "av"}  # PyAV: FFmpeg, loaded only to write a video (never beside OpenCV's camera capture in `live`)
 
 
 def _modname(path: Path, root: Path) -> str:

@@ -279,10 +279,15 @@ def test_cli_predict_video_dispatch(tmp_path, fake_from_pretrained, monkeypatch)
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"\x00")
     calls = []
-    monkeypatch.setattr(predict, "process_video",
-                        lambda pipe, path, out_dir, include_vertices=True: calls.append((path, out_dir, include_vertices)))
-    assert cli.main(["predict", str(clip), "-o", str(tmp_path / "o"), "--no-vertices"]) == 0
-    assert calls == [(clip, tmp_path / "o", False)]
+
+    def process_video(pipe, path, out_dir, include_vertices=True, **tracking):
+        calls.append((path, out_dir, include_vertices, tracking["detect_every"]))
+        return SimpleNamespace(complete=True, frames=1, hands=0, tracks=0, detections=1, processing_fps=1.0,
+                               results_path=str(out_dir / "clip.jsonl"), error=None)
+
+    monkeypatch.setattr(predict, "process_video", process_video)
+    assert cli.main(["predict", str(clip), "-o", str(tmp_path / "o"), "--no-vertices", "--detect-every", "4"]) == 0
+    assert calls == [(clip, tmp_path / "o", False, 4)]
 
 
 def test_from_pretrained_on_a_tiny_converted_dir(tmp_path):

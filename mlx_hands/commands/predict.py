@@ -21,9 +21,11 @@ from ..config import IOU, MAX_DET, RESCALE_FACTOR
 from ..export import output_dir, results_dict
 from ..pipeline.images import is_image_path, load_image, write_image
 from ..pipeline.runner import HandPosePipeline
+from ..pipeline.stream import sigterm_as_interrupt
 from ..pipeline.video import process_video
 from ..render.overlay import draw_hands
 from . import add_model_arguments
+from .live import add_stream_arguments, stream_options
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 
@@ -47,6 +49,7 @@ def add_parser(sub, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("--no-vertices", action="store_true", help="leave the 778 mesh vertices out of the JSON")
     p.add_argument("--annotated", action="store_true",
                    help="also write <name>_annotated.jpg per image: meshes, skeletons, boxes and sides drawn on it")
+    add_stream_arguments(p)
     p.set_defaults(func=run)
     return p
 
@@ -110,6 +113,18 @@ def image_result(path: Path, image_wh, hands, pipe, timings: dict) -> dict:
                         timings_ms={k: round(v * 1000, 3) for k, v in timings.items()})
 
 
+def _process_video(pipe, path: Path, out: Path, include_vertices: bool, tracking: dict) -> bool:
+    """One video -> files in out and one line (stdout, or stderr naming what was wrong) -> False if incomplete."""
+    with sigterm_as_interrupt():  # SIGTERM stops like Ctrl-C: partial results kept, summary written
+        s = process_video(pipe, path, out, include_vertices=include_vertices, **tracking)
+    if not s.complete:
+        print(f"{path}: error: {s.error} (results for {s.frames} frames kept in {out})", file=sys.stderr, flush=True)
+        return False
+    print(f"{path.name}: {s.frames} frames, {s.hands} hands, {s.tracks} tracks, detector on {s.detections} frames, "
+          f"{s.processing_fps:.1f} frames/s -> {s.results_path}", flush=True)
+    return True
+
+
 def _error_line(path: Path, error: Exception) -> str:
     """`path: error: what`, naming the file once (errors from the readers often start with it already)."""
     msg = str(error)
@@ -122,6 +137,7 @@ def _error_line(path: Path, error: Exception) -> str:
 
 def run(args) -> int:
     _check_args(args)
+    tracking = stream_options(args)
     items, errors = collect_inputs(args.inputs)
     for line in errors:
         print(line, file=sys.stderr)
@@ -138,7 +154,7 @@ def run(args) -> int:
         for kind, path in items:
             try:
                 if kind == "video":
-                    process_video(pipe, path, out, include_vertices=not args.no_vertices)
+                    failed += not _process_video(pipe, path, out, not args.no_vertices, tracking)
                     continue
                 t = time.perf_counter()
                 image = load_image(path)
