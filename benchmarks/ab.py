@@ -17,8 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mlx_hands.blas import use_system_blas  # noqa: E402
 
 use_system_blas()  # the CPU wheel's BLAS is slow; must precede the first mlx import
-import mlx.core as mx  # noqa: E402
-from mlx_hands import bench  # noqa: E402
+from mlx_hands import bench, synthetic  # noqa: E402
 from mlx_hands.models import kernels  # noqa: E402
 
 VARIANTS = {  # name -> (model.compile, backbone.fuse_add_norm, deconv as GEMM, kernels turned off)
@@ -47,19 +46,19 @@ def main():
     print("; ".join(f"{k} {v}" for k, v in bench.environment().items()))
     results, diffs = [], {}
     for precision in args.precision:
-        model = bench.random_model(precision=precision)
+        model = synthetic.random_model(precision=precision)
         run = bench.mlx_model_stage(model)
         for b in args.batch:
-            crops = bench.make_crops(b, 123)
+            crops = synthetic.make_crops(b, 123)
             first = None
             for name in args.variants:
                 model.compile, model.backbone.fuse_add_norm, model.refine_net.deconv.deconv_gemm, off = VARIANTS[name]
-                kernels.disable(*off)
-                out = run(crops)
-                first = first or out
-                d = max(float(np.abs(out[k] - first[k]).max()) for k in ("vertices", "keypoints_3d", "cam"))
-                r = bench.bench_model_stage(run, b, impl=name, precision=precision, iters=args.iters,
-                                            max_seconds=args.max_seconds, note=f"max |diff| vs first {d:.2e}")
+                with kernels.disabled(*off):
+                    out = run(crops)
+                    first = first or out
+                    d = max(float(np.abs(out[k] - first[k]).max()) for k in ("vertices", "keypoints_3d", "cam"))
+                    r = bench.bench_model_stage(run, b, impl=name, precision=precision, iters=args.iters,
+                                                max_seconds=args.max_seconds, note=f"max |diff| vs first {d:.2e}")
                 results.append(r)
                 diffs[f"{precision} b={b} {name}"] = d
                 print(bench.format_table([r]).splitlines()[-1], f"diff {d:.2e}", flush=True)

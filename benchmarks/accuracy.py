@@ -46,8 +46,8 @@ from mlx.utils import tree_flatten, tree_unflatten  # noqa: E402
 
 from mlx_hands.config import RefineNetConfig, ViTConfig, WiLoRConfig  # noqa: E402
 from mlx_hands.models.geometry import rot6d_to_rotmat  # noqa: E402
-from mlx_hands.models.wilor import WiLoR  # noqa: E402
-from mlx_hands.quantize import quantization_config, quantized_layers  # noqa: E402
+from mlx_hands.hub import WiLoR  # noqa: E402
+from mlx_hands.quant import quantization_config, quantized_layers  # noqa: E402
 from mlx_hands.weights import build_wilor, save_model, set_precision  # noqa: E402
 
 FOCAL, CROP = 5000.0, 256
@@ -486,15 +486,12 @@ def main(argv=None):
     print(f"reference ready in {time.perf_counter() - t0:.1f} s ({source})", flush=True)
     global CALIBRATION
     if args.calibration:
-        from mlx_hands.pipeline.calibration import calibration_crops
-        from mlx_hands.weights import load_detector
+        from mlx_hands.pipeline.calibration import calibration_crops, folder_calibration_crops
 
-        from mlx_hands.quantize import as_numpy_fn
-
-        det = load_detector(args.model) if args.model and Path(args.model, "config.json").is_file() else None
-        CALIBRATION = calibration_crops(args.calibration, as_numpy_fn(det) if det else None,
-                                        max_crops=args.num_calibration, imgsz=det.config.imgsz if det else 640,
-                                        kpt_shape=det.config.kpt_shape if det else (21, 3))
+        if args.model and Path(args.model, "config.json").is_file():
+            CALIBRATION = folder_calibration_crops(args.model, args.calibration, max_crops=args.num_calibration)
+        else:
+            CALIBRATION = calibration_crops(args.calibration, None, max_crops=args.num_calibration)
     elif args.model:
         if any("calibration" in VARIANTS[v].get("quantize", {}) for v in args.variants):
             raise SystemExit("the *-gptq variants with --model need --calibration (photos of hands or crops)")

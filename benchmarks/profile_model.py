@@ -17,7 +17,6 @@ import gzip
 import json
 import re
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from mlx_hands.blas import use_system_blas  # noqa: E402
 
 use_system_blas()  # the CPU wheel's BLAS is slow; must precede the first mlx import
 import mlx.core as mx  # noqa: E402
-from mlx_hands import bench  # noqa: E402
+from mlx_hands import bench, synthetic  # noqa: E402
 
 GROUPS = [  # (group, regex on the kernel name), first match wins
     ("gemm", r"gemm|sm90_|sm80_|cutlass|xmma|cublas|gemv|nvjet"),
@@ -51,18 +50,11 @@ def group_of(name: str) -> str:
 
 
 def wall(fn, iters=20, warmup=3) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts)) * 1e3
+    return bench.median_ms(fn, iters=iters, warmup=warmup)
 
 
 def stage_times(model, batch: int) -> dict[str, float]:
-    crops = bench.make_crops(batch)
+    crops = synthetic.make_crops(batch)
     x = mx.array(crops)
     mx.eval(x)
     run = bench.mlx_model_stage(model)
@@ -95,7 +87,7 @@ def kernel_profile(model, batch: int, iters: int, trace_path: Path | None):
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    crops = bench.make_crops(batch)
+    crops = synthetic.make_crops(batch)
     run = bench.mlx_model_stage(model)
     for _ in range(3):
         run(crops)
@@ -161,7 +153,7 @@ def main():
     print("; ".join(f"{k} {v}" for k, v in bench.environment().items()))
     report = {}
     for precision in args.precision:
-        model = bench.random_model(config, precision)
+        model = synthetic.random_model(config, precision)
         model.compile = False if args.eager else None
         for b in args.batch:
             key = f"{precision} b={b}{' eager' if args.eager else ''}"

@@ -18,7 +18,9 @@ from mlx_hands.blas import use_system_blas  # noqa: E402
 use_system_blas()
 import numpy as np  # noqa: E402
 
-from mlx_hands import bench  # noqa: E402
+import mlx.core as mx  # noqa: E402
+
+from mlx_hands import bench, synthetic  # noqa: E402
 from profile_model import group_of  # noqa: E402
 
 
@@ -28,10 +30,10 @@ def main():
     p.add_argument("--hands", type=int, default=2)
     p.add_argument("--iters", type=int, default=10)
     args = p.parse_args()
-    model = bench.random_model(precision=args.precision)
-    det = bench.random_detector(args.precision)
+    model = synthetic.random_model(precision=args.precision)
+    det = synthetic.random_detector(args.precision)
     pipe = bench.route_pipeline(model, det, args.hands)
-    frame = bench.make_frame()
+    frame = synthetic.make_frame()
     for _ in range(5):
         pipe(frame)
     stages = []
@@ -39,11 +41,11 @@ def main():
         pipe(frame)
         stages.append(pipe.last_timings)
     print("stages (median ms): " + ", ".join(f"{k} {np.median([s[k] for s in stages]) * 1e3:.2f}" for k in stages[0]))
-    x = bench.mx.array(np.random.default_rng(0).random((1, 384, 640, 3), np.float32))
-    bench.mx.eval(x)
+    x = mx.array(np.random.default_rng(0).random((1, 384, 640, 3), np.float32))
+    mx.eval(x)
 
     def det_only():
-        bench.mx.eval(det(x))
+        mx.eval(det(x))
 
     for _ in range(3):
         det_only()

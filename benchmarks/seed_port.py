@@ -19,7 +19,8 @@ from mlx_hands.blas import use_system_blas  # noqa: E402
 
 use_system_blas()  # the CPU wheel's BLAS is slow; must precede the first mlx import
 import mlx.core as mx  # noqa: E402
-from mlx_hands import bench  # noqa: E402
+from mlx_hands import bench, synthetic  # noqa: E402
+from mlx_hands.models import mx_dtype  # noqa: E402
 
 
 def seed_port_stage(port: Path, precision: str, seed: int = 0):
@@ -32,7 +33,7 @@ def seed_port_stage(port: Path, precision: str, seed: int = 0):
 
     mx.random.seed(seed)
     model = WiLoR()
-    arrays = bench.random_mano(seed=seed)
+    arrays = synthetic.random_mano(seed=seed)
     mano = model.mano
     for k in ("v_template", "shapedirs", "posedirs", "J_regressor", "lbs_weights"):
         setattr(mano, k, mx.array(arrays[k]))
@@ -43,7 +44,7 @@ def seed_port_stage(port: Path, precision: str, seed: int = 0):
     vit.init_cam = mx.array([[0.9, 0.0, 0.0]])
     for m in (model.backbone, model.refine_net):
         m.eval()
-        m.set_dtype(bench.PRECISIONS[precision])
+        m.set_dtype(mx_dtype(precision))
         mx.eval(m.parameters())
 
     def run(crops: np.ndarray) -> dict[str, np.ndarray]:

@@ -34,42 +34,23 @@ import numpy as np
 from websockets.sync.client import connect
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 # ---------------------------------------------------------------------------------------------- model
 def write_synthetic_model(kind: str, path: Path) -> Path:
-    """A converted model folder with random weights: 'tiny' (as tests/test_serve.py) or 'full' (full size)."""
-    sys.path.insert(0, str(ROOT))
-    from mlx_hands.blas import use_system_blas
+    """A converted model folder with random weights (mlx_hands.synthetic.write_model): 'tiny' (the tests' 2-block
+    WiLoR and narrow detector) or 'full' (the real sizes, stored in float16 to halve the memory of writing it;
+    the server computes in float32, --dtype)."""
+    import dataclasses
 
-    use_system_blas()
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
+    # MLX only when a model is to be written: the clients need none
+    from mlx_hands.config import DetectorConfig, WiLoRConfig
+    from mlx_hands.synthetic import TINY, TINY_DETECTOR, write_model
 
-    from mlx_hands import bench
-    from mlx_hands.config import DetectorConfig, RefineNetConfig, ViTConfig, WiLoRConfig
-    from mlx_hands.convert.mano import save_mano
-    from mlx_hands.models.wilor import WiLoR
-    from mlx_hands.weights import save_model
-
-    def params(m):
-        return {k: np.array(v) for k, v in tree_flatten(m.parameters()) if not k.startswith("mano.")}
-
-    mx.random.seed(0)
     if kind == "tiny":
-        wc = WiLoRConfig(vit=ViTConfig(dim=64, depth=2, num_heads=4), refine_net=RefineNetConfig(feat_dim=64))
-        dc = DetectorConfig(width=0.25, depth=0.33, imgsz=160)
-        model, det = WiLoR(wc), bench.random_detector(config=dc)
-        dtype = "float32"
-    else:  # stored in float16 to halve the memory of writing it; the server computes in float32 (--dtype)
-        wc, dc, dtype = WiLoRConfig(), DetectorConfig(), "float16"
-        model, det = bench.random_model(wc, precision=dtype), bench.random_detector(dtype, config=dc)
-    save_model(path, wilor=params(model), wilor_config=wc, detector=params(det), detector_config=dc, dtype=dtype,
-               source={"synthetic": kind})
-    save_mano(bench.random_mano(wc.mano), path / "mano.safetensors")
-    del model, det
-    mx.clear_cache()  # this process only sends frames from now on
-    return path
+        return write_model(path, TINY, dataclasses.replace(TINY_DETECTOR, imgsz=160), source={"synthetic": kind})
+    return write_model(path, WiLoRConfig(), DetectorConfig(), dtype="float16", source={"synthetic": kind})
 
 
 # ---------------------------------------------------------------------------------------------- server

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -18,18 +17,11 @@ use_system_blas()
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mlx_hands import bench  # noqa: E402
+from mlx_hands import bench, synthetic, transfer  # noqa: E402
 
 
 def med(fn, n=20):
-    for _ in range(3):
-        fn()
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts)) * 1e3
+    return bench.median_ms(fn, iters=n)
 
 
 def main():
@@ -38,7 +30,7 @@ def main():
     p.add_argument("-p", "--precision", default="bfloat16")
     p.add_argument("--model", action="store_true", help="also the model stage under allocator settings (slow start)")
     args = p.parse_args()
-    crops = [bench.make_crops(args.batch, i) for i in range(3)]
+    crops = [synthetic.make_crops(args.batch, i) for i in range(3)]
     i = [0]
 
     def nxt():
@@ -46,22 +38,19 @@ def main():
         return crops[i[0] % 3]
 
     print(f"mx.array(crops) + eval: {med(lambda: mx.eval(mx.array(nxt()))):.2f} ms")
-    from mlx_hands.models import transfer
 
     def touch(x):
         mx.eval(x.astype(mx.float32).sum())
 
-    def prefetched(sync):
-        x = transfer.to_device(nxt())
+    def prefetched(sync, mode=None):
+        x = transfer.to_device(nxt(), mode=mode)
         if sync:
             mx.synchronize()
         return x
 
     for mode in transfer.MODES:
-        transfer.MODE = mode
-        print(f"to_device ({mode}): {med(lambda: prefetched(False)):.2f} ms")
-        print(f"to_device ({mode}) + first device read: {med(lambda: touch(prefetched(False))):.2f} ms")
-    transfer.MODE = "staged"
+        print(f"to_device ({mode}): {med(lambda: prefetched(False, mode)):.2f} ms")
+        print(f"to_device ({mode}) + first device read: {med(lambda: touch(prefetched(False, mode))):.2f} ms")
     st = transfer._staging  # None off CUDA
     for k in (1, 2, 4) if st is not None else ():
         transfer.COPY_THREADS = k
@@ -85,7 +74,7 @@ def main():
     print(f"trimmed (256x192) + sum: {med(lambda: mx.eval(mx.array(trimmed[i[0] % 3]).astype(mx.float32).sum())):.2f} ms")
     if not args.model:
         return
-    model = bench.random_model(precision=args.precision)
+    model = synthetic.random_model(precision=args.precision)
     run = bench.mlx_model_stage(model)
     print(f"model stage default: {med(lambda: run(nxt())):.2f} ms")
     x = mx.array(crops[0])

@@ -68,7 +68,7 @@ def use_system_blas() -> str | None:
 
 def cpu_gemm_gflops(n: int = 512, repeats: int = 3) -> float:
     """Float32 n x n x n matrix products per second on MLX's CPU stream, in GFLOP/s (best of repeats)."""
-    import mlx.core as mx
+    import mlx.core as mx  # here, not at the top: this module must be importable before MLX (use_system_blas)
 
     with mx.stream(mx.cpu):
         a = mx.random.normal((n, n))

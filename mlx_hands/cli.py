@@ -8,18 +8,19 @@ import importlib
 import logging
 import sys
 
+import cv2
+
+from .commands import CLIError
+
 COMMANDS = {
     "predict": "Detect hands in images, folders or videos and write results",
     "live": "Run on a webcam stream in a window",
     "convert": "Convert the original WiLoR / detector / MANO files to the MLX format",
     "quantize": "Write a quantized or lower-precision copy of a converted model",
     "bench": "Time the model stage and the full route",
+    "annotate": "Annotate image and video collections into Parquet (resumable; local or Ray)",
     "serve": "Serve hands over HTTP and WebSocket to other programs, with a browser demo page",
 }
-
-
-class CLIError(Exception):
-    """An error whose message is meant for the user, printed without a traceback."""
 
 
 def _command(name: str):
@@ -46,12 +47,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .blas import use_system_blas
-
-    use_system_blas()  # Linux: MLX's CPU matrix products through the system OpenBLAS, loaded before mlx is
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    # each message once: huggingface_hub prints its own warnings; OpenCV's decoders log to stderr what our
+    # errors already say in one line
+    logging.getLogger("huggingface_hub").propagate = False
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_WARNING if args.verbose else cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
         if getattr(args, "unavailable", None):
             raise CLIError(f"this command needs a package that is not installed: {args.unavailable}")

@@ -12,16 +12,19 @@ naming it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import struct
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .pipeline.types import Hand
+from .geometry import oriented_faces
+from .types import Hand
 
 SCHEMA = "mlx-hands/1"
 
@@ -49,17 +52,42 @@ _OPTIONAL_ARRAYS = ("vertices", "detector_keypoints", "camera_center")
 
 # ---------------------------------------------------------------------------------------------- files
 def ensure_dir(path: str | os.PathLike) -> Path:
-    """Create an output folder (and parents) or raise one OSError that names it and says why."""
+    """Create an output folder (and parents) and check that a file can be written in it, or raise one OSError
+    that names it and says why."""
     p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise OSError(f"cannot use {p} as an output folder: it is a file")
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OSError(f"cannot create output folder {p}: {e.strerror or e}") from e
-    if not p.is_dir():
-        raise OSError(f"cannot use {p} as an output folder: it is not a folder")
-    if not os.access(p, os.W_OK | os.X_OK):
-        raise OSError(f"cannot write to output folder {p}: permission denied")
+        raise OSError(f"cannot create output folder {p}: {e.strerror or e}") from None
+    try:  # permissions, read-only mounts, a full disk: only a real write tells
+        with tempfile.NamedTemporaryFile(dir=p, prefix=".mlx-hands-write-test-"):
+            pass
+    except OSError as e:
+        raise OSError(f"cannot write to output folder {p}: {e.strerror or e}") from None
     return p
+
+
+@contextlib.contextmanager
+def output_dir(path: str | os.PathLike):
+    """`with output_dir(out) as out:` checks (and creates) the output folder before any work is done, and removes
+    the folders it created if they are still empty at the end (a run that failed leaves nothing behind)."""
+    p = Path(path)
+    new = []
+    q = p
+    while not q.exists() and q != q.parent:
+        new.append(q)
+        q = q.parent
+    ensure_dir(p)
+    try:
+        yield p
+    finally:
+        for q in new:  # deepest first
+            try:
+                q.rmdir()  # only if empty
+            except OSError:
+                break
 
 
 def _open(path: str | os.PathLike, mode: str):
@@ -199,7 +227,7 @@ def mesh_arrays(hand: Hand, faces: np.ndarray, *, camera_space: bool = True) -> 
     f = np.asarray(faces(True) if callable(faces) else faces, np.int32)
     if f.ndim != 2 or f.shape[1] != 3 or (len(f) and (f.min() < 0 or f.max() >= len(v))):
         raise ValueError(f"faces must be (F, 3) vertex indices below {len(v)}, got shape {f.shape}")
-    return v.astype(np.float32), (f if hand.is_right else f[:, [0, 2, 1]])
+    return v.astype(np.float32), oriented_faces(f, hand.is_right)
 
 
 def write_obj(path: str | os.PathLike, hand: Hand, faces: np.ndarray, *, camera_space: bool = True) -> Path:
@@ -290,7 +318,7 @@ def write_glb(
 
     index = {}
     for right in (True, False):
-        f = f_right if right else f_right[:, [0, 2, 1]]
+        f = oriented_faces(f_right, right)
         index[right] = add(np.ascontiguousarray(f).reshape(-1), 34963,
                            {"componentType": 5125, "count": int(f.size), "type": "SCALAR"})
     materials = [

@@ -35,7 +35,7 @@ FIELDS = {  # ours -> WiLoR-mini's wilor_preds key
 
 def write_synthetic(dst: Path) -> dict:
     """pretrained_models/ from the test fixtures; returns the reduced WiLoR config's dict."""
-    from make_golden import write_smplx_mano
+    from reference_torch import write_smplx_mano
     from synth import write_torch_checkpoint
 
     g = np.load(ROOT / "tests" / "fixtures" / "wilor_tiny_golden.npz")
@@ -51,7 +51,7 @@ def write_synthetic(dst: Path) -> dict:
 def reference_pipeline(reference: Path, weights: Path, config: dict | None):
     import torch
 
-    from make_golden import stub_timm
+    from reference_torch import stub_timm
 
     stub_timm()
     # WiLoR-mini was written for torch <= 2.5, whose torch.load unpickled everything by default

@@ -415,3 +415,14 @@ def global_call_pickle(module: str, name: str, arg: str) -> bytes:
     a = arg.encode()
     return (b"\x80\x02c" + f"{module}\n{name}\n".encode() + pickle.BINUNICODE + struct.pack("<I", len(a)) + a
             + pickle.TUPLE1 + pickle.REDUCE + pickle.STOP)
+
+
+def write_tiny_model(folder, *, seed: int = 0, detector: bool = True, imgsz: int = 160, source: dict | None = None):
+    """mlx_hands.synthetic.write_model with the 2-block WiLoR, a narrow detector at imgsz and the procedural hand
+    as MANO -> the folder."""
+    import dataclasses
+
+    from mlx_hands.synthetic import TINY, TINY_DETECTOR, write_model
+
+    return write_model(folder, TINY, dataclasses.replace(TINY_DETECTOR, imgsz=imgsz) if detector else None,
+                       mano=make_mano(seed), seed=seed, source=source)

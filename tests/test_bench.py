@@ -1,18 +1,23 @@
 """Smoke tests of the benchmark harness on a tiny model (no timing assertions)."""
 
 import json
+import sys
+from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_hands import bench
+from mlx_hands import bench, synthetic
 from mlx_hands.blas import cpu_gemm_gflops, find_openblas
 from mlx_hands.cli import main
-from mlx_hands.config import DetectorConfig, RefineNetConfig, ViTConfig, WiLoRConfig
+from mlx_hands.config import WiLoRConfig
+from mlx_hands.synthetic import TINY
+from mlx_hands.synthetic import TINY_DETECTOR as TINY_DET
 
-TINY = WiLoRConfig(vit=ViTConfig(dim=64, depth=2, num_heads=4), refine_net=RefineNetConfig(feat_dim=64))
-TINY_DET = DetectorConfig(width=0.25, depth=0.33, max_channels=64)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import roofline  # noqa: E402 (benchmarks/roofline.py)
+
 FIELDS = ("p50", "p90", "p95", "p99", "min", "mean")
 
 
@@ -33,7 +38,7 @@ def test_time_calls_counts_and_stops():
 
 
 def test_model_stage_result_fields():
-    model = bench.random_model(TINY, "float32")
+    model = synthetic.random_model(TINY, "float32")
     r = bench.bench_model_stage(bench.mlx_model_stage(model), 2, impl="mlx", precision="float32", warmup=1, iters=3)
     assert r.stage == "model" and r.batch == 2 and len(r.times_ms) == 3 and r.note == ""
     assert set(FIELDS) <= set(r.stats) and r.items_per_s > 0
@@ -44,42 +49,42 @@ def test_model_stage_result_fields():
 
 
 def test_mlx_model_stage_returns_every_output_on_host():
-    model = bench.random_model(TINY, "bfloat16")
-    out = bench.mlx_model_stage(model)(bench.make_crops(1))
+    model = synthetic.random_model(TINY, "bfloat16")
+    out = bench.mlx_model_stage(model)(synthetic.make_crops(1))
     assert set(out) >= {"vertices", "keypoints_3d", "cam", "betas", "global_orient", "hand_pose"}
     assert all(isinstance(v, np.ndarray) and np.isfinite(v).all() for v in out.values())
     assert out["vertices"].shape == (1, 778, 3)
 
 
 def test_planted_detector_route_finds_the_hands():
-    model = bench.random_model(TINY)
-    det = bench.random_detector("float32", TINY_DET)
+    model = synthetic.random_model(TINY)
+    det = synthetic.random_detector("float32", TINY_DET)
     pipe = bench.route_pipeline(model, det, 2)
-    hands = pipe(bench.make_frame())
+    hands = pipe(synthetic.make_frame())
     got = sorted(np.round(h.box).tolist() for h in hands)
-    want = sorted(np.round(b).tolist() for b in bench.hand_boxes(2))
+    want = sorted(np.round(b).tolist() for b in synthetic.hand_boxes(2))
     np.testing.assert_allclose(got, want, atol=1.0)
     r = bench.bench_route(pipe, 2, impl="mlx", precision="float32", warmup=0, iters=2)
     assert r.stage == "route" and r.batch == 2 and "model" in r.note
 
 
 def test_model_cost_matches_vit_h():
-    cost = bench.model_cost(WiLoRConfig())
+    cost = roofline.model_cost(WiLoRConfig())
     # ViT-H/16 on 210 tokens: ~2 * 632M params * 210 ~ 2.7e11 FLOPs; RefineNet ~4 GFLOPs
     assert 2.6e11 < cost["vit"] < 2.8e11 and 3e9 < cost["refine_net"] < 5e9
     assert cost["total"] == pytest.approx(cost["vit"] + cost["refine_net"] + cost["mano"])
 
 
 def test_floors_use_weights_and_flops():
-    model = bench.random_model(TINY)
-    f = bench.floors(TINY, model, bandwidth_gbs=1.0, matmul_tflops=1.0, batch=4)
-    assert f["bytes_ms"] == pytest.approx(bench.weight_bytes(model) / 1e9 * 1e3)
-    assert f["flops_ms"] == pytest.approx(4 * bench.model_cost(TINY)["total"] / 1e12 * 1e3)
+    model = synthetic.random_model(TINY)
+    f = roofline.floors(TINY, model, bandwidth_gbs=1.0, matmul_tflops=1.0, batch=4)
+    assert f["bytes_ms"] == pytest.approx(roofline.weight_bytes(model) / 1e9 * 1e3)
+    assert f["flops_ms"] == pytest.approx(4 * roofline.model_cost(TINY)["total"] / 1e12 * 1e3)
 
 
 def test_random_model_rejects_unknown_precision():
-    with pytest.raises(ValueError, match="precision"):
-        bench.random_model(TINY, "float64")
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        synthetic.random_model(TINY, "float64")
 
 
 def test_cli_bench_prints_table_and_writes_json(tmp_path, capsys):
@@ -95,9 +100,17 @@ def test_cli_bench_prints_table_and_writes_json(tmp_path, capsys):
     assert all(set(FIELDS) <= set(r) for r in data["results"])
 
 
-def test_cli_bench_rejects_missing_reference(tmp_path, capsys):
-    rc = main(["bench", "--size", "tiny", "-b", "1", "--reference", str(tmp_path / "nope")])
-    assert rc == 2 and "WiLoR-mini" in capsys.readouterr().err
+def test_cli_bench_cpu_defaults_are_short(capsys):
+    # on a CPU: float32, one crop, a few calls (about a minute at full size)
+    assert main(["bench", "--size", "tiny"]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| model |")]
+    if mx.default_device().type == mx.DeviceType.cpu:
+        assert {r.split("|")[3].strip() for r in rows} == {"float32"} and {r.split("|")[4].strip() for r in rows} == {"1"}
+
+
+def test_format_table_shows_slow_rates():
+    r = bench.Result("model", "mlx", "float32", 1, "cpu", np.array([2300.0, 2400.0]))
+    assert "| 0.43 |" in bench.format_table([r])
 
 
 def test_cpu_blas_probe():
@@ -156,8 +169,8 @@ def test_conv_transpose_as_gemm_matches_mlx(shape):
 
 
 def test_refinenet_deconv_gemm_switch_keeps_output():
-    model = bench.random_model(TINY)
-    crops = mx.array(bench.make_crops(2))
+    model = synthetic.random_model(TINY)
+    crops = mx.array(synthetic.make_crops(2))
     model.refine_net.deconv.deconv_gemm = False
     a = model(crops)
     model.refine_net.deconv.deconv_gemm = True

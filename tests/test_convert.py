@@ -3,12 +3,13 @@ strict load, end to end; from_pretrained's local, Hub and offline paths."""
 
 import numpy as np
 import pytest
+from conftest import use_tiny_default_config
 
 import mlx.core as mx
 from mlx_hands import hub
 from mlx_hands.cli import main
 from mlx_hands.convert import convert
-from mlx_hands.models.wilor import WiLoR
+from mlx_hands.hub import WiLoR
 from mlx_hands.weights import load_wilor
 from synth import write_mano_pkl, write_torch_checkpoint
 from test_models import GOLDEN, golden  # noqa: F401  (fixture)
@@ -40,11 +41,7 @@ def _assert_matches_golden(model, golden, atol=1e-5):  # noqa: F811
 
 
 def _tiny_default_config(monkeypatch, golden):  # noqa: F811
-    # sizes are read from the checkpoint, but the head count is not in the weights: the CLI and
-    # from_pretrained take the released model's; the tiny golden model has 4
-    from mlx_hands import config as cfg
-
-    monkeypatch.setattr(cfg, "WiLoRConfig", lambda: golden["config"])
+    use_tiny_default_config(monkeypatch, golden["config"])
 
 
 def test_convert_round_trip(originals, tmp_path, golden):  # noqa: F811
@@ -118,41 +115,72 @@ def test_from_pretrained_hub(originals, tmp_path, golden, monkeypatch):  # noqa:
     snapshot = tmp_path / "hf" / "snapshots" / "0123456789abcdef"
     calls = []
 
-    def fake_download(repo_id, filename, subfolder=None, revision=None):
-        calls.append((repo_id, subfolder, filename))
-        p = originals / subfolder / filename
-        if not p.exists():
-            raise FileNotFoundError(filename)
+    (originals / "pretrained_models" / "detector.pt").write_bytes((GOLDEN.parent / "detector_tiny.pt").read_bytes())
+
+    def fake_download(repo_id, filename, subfolder=None, revision=None, local_files_only=False):
+        """huggingface_hub's download into a snapshot folder of its cache (the Hub cannot be reached here)."""
         q = snapshot / subfolder / filename
+        if local_files_only:
+            if not q.exists():
+                raise FileNotFoundError(f"{filename} is not in the cache")
+            return str(q)
+        calls.append((repo_id, subfolder, filename))
         q.parent.mkdir(parents=True, exist_ok=True)
-        if not q.exists():
-            q.write_bytes(p.read_bytes())
+        q.write_bytes((originals / subfolder / filename).read_bytes())
         return str(q)
 
-    import huggingface_hub
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(hub, "_reachable", lambda *a: None)
     model = WiLoR.from_pretrained()
-    assert ("warmshao/WiLoR-mini", "pretrained_models", "wilor_final.ckpt") in calls
-    assert not any(c[2] == "detector.pt" for c in calls)  # WiLoR alone needs no detector
-    assert (tmp_path / "cache" / "warmshao--WiLoR-mini--0123456789ab" / "mano.safetensors").is_file()
+    assert sorted(c[2] for c in calls) == sorted(["wilor_final.ckpt", "mano_mean_params.npz", "MANO_RIGHT.pkl",
+                                                  "detector.pt"])
+    assert all(c[:2] == ("warmshao/WiLoR-mini", "pretrained_models") for c in calls)
+    (converted,) = (tmp_path / "cache").glob("warmshao--WiLoR-mini-*")
+    assert (converted / "mano.safetensors").is_file()
     _assert_matches_golden(model, golden)
+    calls.clear()
+    loaded = hub.load()  # the files are in the Hub cache now: no download, no second conversion
+    assert calls == [] and loaded.path == converted and loaded.detector is not None
+    assert loaded.info["revision"] == "0123456789abcdef"
 
 
-def test_from_pretrained_offline_error(tmp_path, monkeypatch):
-    import huggingface_hub
-    from huggingface_hub.errors import LocalEntryNotFoundError
+@pytest.mark.parametrize("hub_env", ["refused", "silent", "offline"])
+def test_first_run_without_the_hub_fails_fast_in_one_line(tmp_path, hub_env):
+    """A new user's first `mlx-hands predict` with no network (a real huggingface_hub in a real process): a Hub
+    that refuses connections, one that accepts and never answers, and HF_HUB_OFFLINE=1. One short line naming the
+    files and the command to run, in seconds (huggingface_hub alone retries for minutes)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
 
-    def offline(*a, **k):
-        raise LocalEntryNotFoundError("Cannot find the requested files in the disk cache and outgoing traffic "
-                                      "has been disabled.")
+    import cv2
 
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
-    monkeypatch.setenv("MLX_HANDS_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(FileNotFoundError) as e:
-        WiLoR.from_pretrained()
-    msg = str(e.value)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    if hub_env == "silent":
+        server.listen(8)  # connections are accepted by the kernel and never answered
+    else:
+        server.close()  # nothing listens: refused
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "MLX_HANDS_CACHE": str(tmp_path / "cache"),
+           "HF_ENDPOINT": f"http://127.0.0.1:{port}"}
+    if hub_env == "offline":
+        env["HF_HUB_OFFLINE"] = "1"
+    cv2.imwrite(str(tmp_path / "photo.jpg"), np.zeros((32, 32, 3), np.uint8))
+    t = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "mlx_hands", "predict", str(tmp_path / "photo.jpg"), "--out",
+                        str(tmp_path / "out")], capture_output=True, text=True, timeout=120, env=env)
+    seconds = time.monotonic() - t
+    server.close()
+    assert r.returncode == 2 and seconds < 30, (seconds, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    msg = lines[0]
     assert "wilor_final.ckpt" in msg and "MANO_RIGHT.pkl" in msg and "huggingface.co/warmshao/WiLoR-mini" in msg
+    assert "mlx-hands predict IMAGE --model FOLDER" in msg and len(msg) < 400
+    assert not (tmp_path / "out").exists()  # nothing left behind
 
 
 def test_missing_mano_error(originals, tmp_path, golden):  # noqa: F811
@@ -160,7 +188,7 @@ def test_missing_mano_error(originals, tmp_path, golden):  # noqa: F811
                   config=golden["config"])
     with pytest.raises(FileNotFoundError, match="MANO"):
         load_wilor(dst)
-    model = load_wilor(dst, mano_path=originals / "pretrained_models" / "MANO_RIGHT.pkl")
+    model = WiLoR.from_pretrained(dst, mano_path=originals / "pretrained_models" / "MANO_RIGHT.pkl")
     _assert_matches_golden(model, golden)
 
 

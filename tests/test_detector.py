@@ -17,7 +17,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 from mlx_hands.config import DetectorConfig
 from mlx_hands.convert import yolo as conv
-from mlx_hands.models.transfer import to_device
+from mlx_hands.transfer import to_device
 from mlx_hands.models.yolo import YOLOPose
 from mlx_hands.pipeline import detection as D
 

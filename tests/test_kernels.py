@@ -4,10 +4,15 @@ MLX runs on CUDA (the lent GPU machine); the rest checks the fallbacks and the s
 import math
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 import pytest
 
+from mlx_hands import synthetic
+from mlx_hands.config import WiLoRConfig
 from mlx_hands.models import kernels
+from mlx_hands.models.geometry import rot6d_to_rotmat
+from mlx_hands.models.mano import MANO
 from mlx_hands.models.refinenet import _sample_max_ops, sample_points
 
 cuda = pytest.mark.skipif(not kernels.cuda_kernels_available(), reason="needs MLX's CUDA backend")
@@ -18,21 +23,25 @@ def _np(x):
     return np.array(x.astype(mx.float32))
 
 
-@pytest.fixture
-def all_kernels():
-    yield
-    kernels.disable()
-
-
-def test_disable_names_and_active(all_kernels):
+def test_disabled_names_and_active(monkeypatch):
     with pytest.raises(ValueError, match="unknown kernel"):
-        kernels.disable("gleu")
-    kernels.disable("gelu")
-    assert "gelu" not in kernels.active()
-    kernels.disable("all")
-    assert kernels.active() == ()
-    kernels.disable()
-    assert kernels.active() == (kernels.NAMES if kernels.cuda_kernels_available() else ())
+        with kernels.disabled("gleu"):
+            pass
+    every = kernels.NAMES if kernels.cuda_kernels_available() else ()
+    with kernels.disabled("gelu"):
+        assert "gelu" not in kernels.active()
+        with kernels.disabled("all"):
+            assert kernels.active() == ()
+        assert "gelu" not in kernels.active()  # the outer block's state is back
+    assert kernels.active() == every
+    # the environment's switch, read when used (not at import)
+    monkeypatch.setenv("MLX_HANDS_NO_KERNELS", "mano,gelu")
+    assert "mano" not in kernels.active() and "gelu" not in kernels.active()
+    with kernels.disabled():  # a block with every kernel on, whatever the environment says
+        assert kernels.active() == every
+    monkeypatch.setenv("MLX_HANDS_NO_KERNELS", "gleu")
+    with pytest.raises(ValueError, match="MLX_HANDS_NO_KERNELS: unknown kernel"):
+        kernels.active()
 
 
 def test_sample_max_fallback_is_max_of_samples():
@@ -43,12 +52,10 @@ def test_sample_max_fallback_is_max_of_samples():
     np.testing.assert_array_equal(np.array(_sample_max_ops(feat, u, v)), want)
 
 
-def test_gelu_fallback_is_mlx_gelu(all_kernels):
-    import mlx.nn as nn
-
-    kernels.disable("all")
+def test_gelu_fallback_is_mlx_gelu():
     x = mx.random.normal((3, 40))
-    np.testing.assert_array_equal(np.array(kernels.gelu(x)), np.array(nn.gelu(x)))
+    with kernels.disabled("all"):
+        np.testing.assert_array_equal(np.array(kernels.gelu(x)), np.array(nn.gelu(x)))
 
 
 @cuda
@@ -82,15 +89,15 @@ def test_add_layer_norm_kernel_unaligned_input():
 @cuda
 @pytest.mark.parametrize("dtype,tol", DTYPES)
 @pytest.mark.parametrize("shape", [(2, 210, 5120), (3, 7), (1, 13)])
-def test_gelu_kernel(all_kernels, dtype, tol, shape):
+def test_gelu_kernel(dtype, tol, shape):
     mx.random.seed(3)
     x = (mx.random.normal(shape) * 3).astype(dtype)
     got = _np(kernels.gelu(x))
     xf = np.array(x.astype(mx.float32)).astype(np.float64)
     want = xf * (1 + np.vectorize(math.erf)(xf / math.sqrt(2))) / 2
     np.testing.assert_allclose(got, want, atol=tol, rtol=tol)
-    kernels.disable("gelu")
-    np.testing.assert_allclose(got, _np(kernels.gelu(x)), atol=4 * tol, rtol=4 * tol)
+    with kernels.disabled("gelu"):
+        np.testing.assert_allclose(got, _np(kernels.gelu(x)), atol=4 * tol, rtol=4 * tol)
 
 
 @cuda
@@ -122,19 +129,14 @@ def test_sample_max_kernel_all_points_outside_gives_zero_and_nan_propagates():
 @cuda
 @pytest.mark.parametrize("batch", [1, 5])
 def test_mano_kernel_matches_ops(all_kernels, batch):
-    from mlx_hands import bench
-    from mlx_hands.config import WiLoRConfig
-    from mlx_hands.models.geometry import rot6d_to_rotmat
-    from mlx_hands.models.mano import MANO
-
     m = MANO(WiLoRConfig().mano)
-    m.set_data(bench.random_mano(seed=3))
+    m.set_data(synthetic.random_mano(seed=3))
     mx.random.seed(6)
     rot = rot6d_to_rotmat(mx.random.normal((batch, 16, 6)))
     betas = mx.random.normal((batch, 10))
     fast = m.posed(betas, rot)
-    kernels.disable("mano")
-    ref = m.posed(betas, rot)
+    with kernels.disabled("mano"):
+        ref = m.posed(betas, rot)
     for a, b in ((fast.vertices, ref.vertices), (fast.joints, ref.joints)):
         assert a.shape == b.shape and a.dtype == mx.float32
         np.testing.assert_allclose(np.array(a), np.array(b), atol=2e-6, rtol=1e-5)

@@ -5,10 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlx_hands.convert.mano import MANO_KEYS, load_mano, read_mano, read_mano_mean_params, save_mano
+from mlx_hands.convert.mano import read_mano, read_mano_mean_params
+from mlx_hands.weights import MANO_KEYS, load_mano, save_mano
 from synth import FINGERTIP_IDS, MANO_PARENTS, make_mano, mano_release_dict, write_mano_pkl
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+SHARED = Path(__file__).resolve().parent / "fixtures"  # the synthetic MANO-format sample (not MANO data)
 
 SHAPES = {"v_template": (778, 3), "shapedirs": (778, 3, 10), "posedirs": (135, 2334), "J_regressor": (16, 778),
           "lbs_weights": (778, 16), "parents": (16,), "faces": (1538, 3)}
@@ -167,7 +168,6 @@ def test_mean_params(tmp_path):
         read_mano_mean_params(tmp_path / "nocam.npz")
 
 
-@pytest.mark.skipif(not (SHARED / "mano_sample_py2_chumpy.pkl").exists(), reason="shared MANO sample not present")
 def test_shared_sample_to_canonical():
     out = read_mano(SHARED / "mano_sample_py2_chumpy.pkl")
     ref = np.load(SHARED / "mano_sample_arrays.npz")

@@ -8,7 +8,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_hands import bench
+from mlx_hands import synthetic
 from mlx_hands.config import RefineNetConfig, ViTConfig, WiLoRConfig
 from mlx_hands.convert.wilor import convert_wilor_state
 from mlx_hands.models.geometry import axis_angle_to_rotmat, rot6d_to_rotmat, rotmat_to_axis_angle
@@ -266,8 +266,8 @@ def test_sample_points_matches_torch_grid_sample():
 def test_wilor_compiled_forward_equals_eager():
     """The compiled forward (the default on GPUs) traces the same ops: here with the portable fallbacks of
     models/kernels.py, as on Metal; the CUDA kernels are checked in test_kernels.py."""
-    model = bench.random_model(TINY)
-    crops = mx.array(bench.make_crops(2))
+    model = synthetic.random_model(TINY)
+    crops = mx.array(synthetic.make_crops(2))
     model.compile = False
     a = model(crops)
     model.compile = True

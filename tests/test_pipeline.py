@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from mlx_hands.geometry import project
 from mlx_hands.pipeline import postprocess, preprocess
 from mlx_hands.pipeline.images import load_image, to_rgb_uint8
 
@@ -191,7 +192,7 @@ def test_intrinsics_principal_point():
     crop_cam = np.array([[6.0, 0.0, 0.0]])
     t = postprocess.cam_crop_to_full(crop_cam, centers, sizes, (1280, 720), cam)
     # the crop centre (weak-perspective origin) lands on the box centre through K
-    np.testing.assert_allclose(postprocess.project(np.zeros((1, 1, 3)), t, cam)[0, 0], centers[0], atol=1e-6)
+    np.testing.assert_allclose(project(t, cam)[0], centers[0], atol=1e-6)
     # and image scale at that depth equals the crop scale b*s/2 px per metre
     assert cam.fx / t[0, 2] == pytest.approx(400.0 * 6.0 / 2)
     # with the principal point at the centre it is the reference formula

@@ -7,14 +7,15 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
+from conftest import use_tiny_default_config
 from mlx.utils import tree_flatten
 
 from mlx_hands.cli import main
-from mlx_hands.convert.mano import save_mano
-from mlx_hands.models.wilor import WiLoR
-from mlx_hands.quantize import (check_settings, parse_quantize, quantization_config, quantize_dir, quantize_model,
-                                quantized_layers)
-from mlx_hands.weights import MODEL_FILE, load_config, load_weights_strict, load_wilor, save_model
+from mlx_hands.convert.quantized import quantize_dir
+from mlx_hands.hub import WiLoR
+from mlx_hands.pipeline.calibration import calibration_crops
+from mlx_hands.quant import (check_settings, parse_quantize, quantization_config, quantize_model, quantized_layers)
+from mlx_hands.weights import MODEL_FILE, load_config, load_weights_strict, load_wilor, save_mano, save_model
 from test_models import golden, load_golden_model  # noqa: F401  (fixture)
 
 BLOCK_LINEARS = {f"backbone.blocks.{i}.{k}" for i in range(2) for k in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")}
@@ -76,7 +77,7 @@ def test_default_keeps_sensitive_layers_at_higher_precision(golden):  # noqa: F8
     assert type(model.backbone.blocks[0].attn.qkv) is nn.Linear
     # the full-size model: 2 float blocks at 8 bits; 8 blocks + 32 attn.proj at 8 bits within 4-bit
     from mlx_hands.config import WiLoRConfig
-    from mlx_hands.quantize import sensitive_overrides
+    from mlx_hands.quant import sensitive_overrides
 
     full = WiLoR(WiLoRConfig())
     assert sum(v is False for v in sensitive_overrides(full, 8).values()) == 8
@@ -289,7 +290,6 @@ def test_cli_quantize(converted, tmp_path, golden, capsys):  # noqa: F811
 
 def test_convert_with_quantization(tmp_path, golden, monkeypatch, capsys):  # noqa: F811
     pytest.importorskip("torch")  # only to write the real-format checkpoint
-    from mlx_hands import config as cfg
     from mlx_hands.convert import convert
     from synth import write_mano_pkl, write_torch_checkpoint
 
@@ -304,15 +304,7 @@ def test_convert_with_quantization(tmp_path, golden, monkeypatch, capsys):  # no
         convert(tmp_path, tmp_path / "bad", config=golden["config"], q_bits=4, q_group_size=48)
     assert not (tmp_path / "bad").exists()  # refused before any work
 
-    real = cfg.WiLoRConfig
-
-    class TinyDefault:  # the CLI uses the default config: make it the golden tiny one
-        def __new__(cls, *args, **kwargs):
-            return real(*args, **kwargs) if args or kwargs else golden["config"]
-
-        from_dict = staticmethod(real.from_dict)
-
-    monkeypatch.setattr(cfg, "WiLoRConfig", TinyDefault)
+    use_tiny_default_config(monkeypatch, golden["config"])  # the CLI converts with the default config
     assert main(["convert", str(tmp_path), "-o", str(tmp_path / "cli"), "--q-group-size", "32", "--q-uniform"]) == 0
     assert load_config(tmp_path / "cli")["quantization"] == {"group_size": 32, "bits": 4, "mode": "affine"}
     assert main(["convert", str(tmp_path), "-o", str(tmp_path / "cli8"), "-q", "--q-bits", "8",
@@ -335,7 +327,7 @@ def test_convert_with_quantization(tmp_path, golden, monkeypatch, capsys):  # no
 
 @pytest.mark.parametrize("bits", [4, 8])
 def test_pack_levels_is_mlx_layout(bits):
-    from mlx_hands.gptq import pack_levels
+    from mlx_hands.quant.gptq import pack_levels
 
     w = mx.array(np.random.default_rng(bits).normal(size=(8, 128)).astype(np.float32))
     packed, scales, biases = mx.quantize(w, 32, bits)
@@ -349,7 +341,7 @@ def test_pack_levels_is_mlx_layout(bits):
 def test_gptq_layer_beats_rounding_on_correlated_inputs(bits, group_size):
     """On inputs with correlated features (as activations are), GPTQ's output error is smaller than
     round-to-nearest's, and its parts dequantize through MLX to exactly scales * levels + biases."""
-    from mlx_hands.gptq import gptq_quantize, pack_levels
+    from mlx_hands.quant.gptq import gptq_quantize, pack_levels
 
     rng = np.random.default_rng(0)
     n_in, n_out = 128, 48
@@ -386,7 +378,7 @@ def test_calibrated_quantization_is_more_accurate(golden):  # noqa: F811
 def test_calibrated_dir_round_trip_and_cli(converted, tmp_path, golden, capsys):  # noqa: F811
     np.save(tmp_path / "crops.npy", _calibration(golden).astype(np.uint8))
     dst = quantize_dir(converted, tmp_path / "g4", bits=4, group_size=32, uniform=True,
-                       calibrate=[tmp_path / "crops.npy"])
+                       calibration=calibration_crops([tmp_path / "crops.npy"]))
     direct = _quantized(golden, 4, 32, uniform=True, calibration=_calibration(golden).astype(np.uint8))
     v, _ = _out(load_wilor(dst), golden)  # no flags: the file says how it is quantized
     np.testing.assert_allclose(v, _out(direct, golden)[0], rtol=0, atol=1e-6)

@@ -13,7 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from mlx_hands.pipeline.types import Hand
+from mlx_hands.geometry import Camera
+from mlx_hands.geometry import project as _project
+from mlx_hands.types import Hand
 from mlx_hands.render.overlay import (
     BONES,
     LEFT_FINGER_COLORS,
@@ -22,11 +24,15 @@ from mlx_hands.render.overlay import (
     interpolate,
     mesh_depth,
     oriented_faces,
-    project,
     rasterize,
     vertex_normals,
 )
 from synth import FINGERTIP_IDS, make_mano
+
+
+def project(points, focal, image_size):
+    """Camera-space points -> pixels with the principal point at the image centre."""
+    return _project(points, Camera(focal, focal, image_size[0] / 2, image_size[1] / 2))
 
 W, H = 640, 480
 FOCAL = 5000 / 256 * max(W, H)

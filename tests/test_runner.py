@@ -130,7 +130,7 @@ def test_predict_with_boxes_options_and_timings():
     assert hands[0].global_orient.shape == (3,) and np.allclose(hands[0].camera_center, [80, 60])
     assert set(pipe.last_timings) >= {"detect", "crop", "model", "post", "total"}
     assert all(v >= 0 for v in pipe.last_timings.values())
-    np.testing.assert_array_equal(pipe.faces(False), model.faces[:, ::-1])
+    np.testing.assert_array_equal(pipe.faces(False), model.faces[:, [0, 2, 1]])  # reversed winding
 
 
 def test_zero_boxes_skip_the_model():
@@ -254,11 +254,11 @@ def test_real_tiny_networks_through_the_pipeline():
     """The real WiLoR and YOLOPose classes (tiny configs, random weights, synthetic MANO) fit the runner."""
     from synth import make_mano
 
-    from mlx_hands.config import RefineNetConfig, ViTConfig
     from mlx_hands.models.wilor import WiLoR
     from mlx_hands.models.yolo import YOLOPose
+    from mlx_hands.synthetic import TINY
 
-    model = WiLoR(WiLoRConfig(vit=ViTConfig(dim=64, depth=2, num_heads=4), refine_net=RefineNetConfig(feat_dim=64)))
+    model = WiLoR(TINY)
     model.mano.set_data(make_mano(0))
     det = YOLOPose(DetectorConfig(width=0.25, depth=0.33, imgsz=160))
     pipe = HandPosePipeline(model, det, conf=0.0)  # random weights: take whatever the detector proposes
@@ -272,41 +272,28 @@ def test_real_tiny_networks_through_the_pipeline():
     assert [x.side for x in hands] == ["left", "right"] and pipe.faces().shape[1] == 3
 
 
-def test_cli_predict_video_dispatch(tmp_path, fake_from_pretrained, monkeypatch, capsys):
-    import sys
-    import types
-
+def test_cli_predict_video_dispatch(tmp_path, fake_from_pretrained, monkeypatch):
     from mlx_hands import cli
+    from mlx_hands.commands import predict
 
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"\x00")
     calls = []
-    fake = types.ModuleType("mlx_hands.pipeline.video")
-    fake.process_video = lambda pipe, path, out_dir, include_vertices=True: calls.append((path, out_dir, include_vertices))
-    monkeypatch.setitem(sys.modules, "mlx_hands.pipeline.video", fake)
-    assert cli.main(["predict", str(clip), "-o", str(tmp_path / "o"), "--no-vertices"]) == 0
-    assert calls == [(clip, tmp_path / "o", False)]
-    monkeypatch.setitem(sys.modules, "mlx_hands.pipeline.video", None)  # video support missing
-    assert cli.main(["predict", str(clip), "-o", str(tmp_path / "o")]) == 1
-    assert "clip.mp4: error: video input is not available" in capsys.readouterr().err
+
+    def process_video(pipe, path, out_dir, include_vertices=True, **tracking):
+        calls.append((path, out_dir, include_vertices, tracking["detect_every"]))
+        return SimpleNamespace(complete=True, frames=1, hands=0, tracks=0, detections=1, processing_fps=1.0,
+                               results_path=str(out_dir / "clip.jsonl"), error=None)
+
+    monkeypatch.setattr(predict, "process_video", process_video)
+    assert cli.main(["predict", str(clip), "-o", str(tmp_path / "o"), "--no-vertices", "--detect-every", "4"]) == 0
+    assert calls == [(clip, tmp_path / "o", False, 4)]
 
 
 def test_from_pretrained_on_a_tiny_converted_dir(tmp_path):
-    from mlx.utils import tree_flatten
-    from synth import make_mano
+    from synth import write_tiny_model
 
-    from mlx_hands.config import RefineNetConfig, ViTConfig
-    from mlx_hands.convert.mano import save_mano
-    from mlx_hands.models.wilor import WiLoR
-    from mlx_hands.models.yolo import YOLOPose
-    from mlx_hands.weights import save_model
-
-    wc = WiLoRConfig(vit=ViTConfig(dim=64, depth=2, num_heads=4), refine_net=RefineNetConfig(feat_dim=64))
-    dc = DetectorConfig(width=0.25, depth=0.33, imgsz=160)
-    params = lambda m: {k: np.array(v) for k, v in tree_flatten(m.parameters())}  # noqa: E731
-    save_model(tmp_path, wilor=params(WiLoR(wc)), wilor_config=wc, detector=params(YOLOPose(dc)), detector_config=dc,
-               source={"checkpoint": "wilor_final.ckpt"})
-    save_mano(make_mano(0), tmp_path / "mano.safetensors")
+    write_tiny_model(tmp_path, source={"checkpoint": "wilor_final.ckpt"})
     pipe = HandPosePipeline.from_pretrained(tmp_path, dtype="float16", conf=0.0, rescale_factor=2.0)
     assert pipe.detector is not None and pipe.rescale_factor == 2.0 and pipe.conf == 0.0
     assert pipe.info["dtype"] == "float16" and pipe.info["source"] == {"checkpoint": "wilor_final.ckpt"}

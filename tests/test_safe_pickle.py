@@ -20,7 +20,7 @@ from synth import global_call_pickle, write_malicious_pickle, write_torch_checkp
 
 torch = pytest.importorskip("torch")
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+SHARED = Path(__file__).resolve().parent / "fixtures"  # the synthetic MANO-format sample (not MANO data)
 
 
 def _memmap_backed(a: np.ndarray) -> bool:
@@ -284,7 +284,6 @@ def test_unknown_chumpy_class_is_refused(tmp_path):
         load_legacy_pickle(tmp_path / "c.pkl")
 
 
-@pytest.mark.skipif(not (SHARED / "mano_sample_py2_chumpy.pkl").exists(), reason="shared MANO sample not present")
 def test_shared_py2_chumpy_sample():
     out = load_legacy_pickle(SHARED / "mano_sample_py2_chumpy.pkl")
     ref = np.load(SHARED / "mano_sample_arrays.npz")

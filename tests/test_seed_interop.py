@@ -5,15 +5,15 @@ load to the same outputs as our own model: synthetic files written here in their
 import mlx.core as mx
 import numpy as np
 import pytest
+from conftest import use_tiny_default_config
 from mlx.utils import tree_flatten
 
-from mlx_hands import weights
+from mlx_hands import hub
 from mlx_hands.cli import main
 from mlx_hands.convert import convert
-from mlx_hands.convert.seed import find_seed_file
-from mlx_hands.models.wilor import WiLoR
-from mlx_hands.quantize import quantization_config, quantize_model, quantized_layers
-from mlx_hands.weights import load_config, load_seed_wilor, load_wilor
+from mlx_hands.hub import WiLoR
+from mlx_hands.quant import quantization_config, quantize_model, quantized_layers
+from mlx_hands.weights import load_config, load_wilor
 from test_models import golden, load_golden_model  # noqa: F401  (fixture)
 
 # Their save_mlx_weights / load_safetensors_weights names for our RefineNet layers (src/wilor_mlx/convert.py)
@@ -58,16 +58,7 @@ def mano_npz(tmp_path, golden):  # noqa: F811
 @pytest.fixture()
 def tiny_default(monkeypatch, golden):  # noqa: F811
     # the seed file has no config; head count comes from the default config, which is the released model's
-    from mlx_hands import config as cfg
-
-    class Tiny:  # WiLoRConfig() -> the tiny config; from_dict unchanged
-        from_dict = staticmethod(cfg.WiLoRConfig.from_dict)
-
-        def __new__(cls):
-            return golden["config"]
-
-    monkeypatch.setattr(weights, "WiLoRConfig", Tiny)
-    monkeypatch.setattr(cfg, "WiLoRConfig", Tiny)
+    use_tiny_default_config(monkeypatch, golden["config"])
 
 
 def _quantized(golden, **kw):  # noqa: F811
@@ -84,13 +75,20 @@ def _assert_same(a, b, golden):  # noqa: F811
         np.testing.assert_array_equal(np.array(getattr(oa, f)), np.array(getattr(ob, f)), err_msg=f)
 
 
+def load_seed(path, tmp_path, config, mano=None):
+    """What from_pretrained does with a seed file, with an explicit config: convert once, then load."""
+    dst = tmp_path / f"converted-{path.stem}"
+    convert(None, dst, seed=path, mano=mano, config=config)
+    return load_wilor(dst)
+
+
 # ---------------------------------------------------------------- loading
 
 
 def test_plain_file_loads_to_identical_outputs(tmp_path, golden, mano_npz):  # noqa: F811
     ours = load_golden_model(golden)
     f = write_seed_file(tmp_path / "wilor-mlx.safetensors", ours)
-    model = load_seed_wilor(f, mano_path=mano_npz, config=golden["config"])
+    model = load_seed(f, tmp_path, golden["config"], mano_npz)
     assert quantization_config(model) is None
     _assert_same(model, ours, golden)
 
@@ -99,7 +97,7 @@ def test_int4_file_loads_to_identical_outputs(tmp_path, golden, mano_npz):  # no
     # their int4 file also reads scales on the token embeddings and decoders: cover a decoder too
     ours = _quantized(golden, overrides={"backbone.decpose": {"bits": 4}})
     f = write_seed_file(tmp_path / "wilor-mlx-int4.safetensors", ours)
-    model = load_seed_wilor(f, mano_path=mano_npz, config=golden["config"])
+    model = load_seed(f, tmp_path, golden["config"], mano_npz)
     assert quantized_layers(model) == quantized_layers(ours)
     assert model.backbone.decpose.bits == 4 and model.backbone.decpose.group_size == 32
     _assert_same(model, ours, golden)
@@ -111,7 +109,7 @@ def test_file_carrying_mano_needs_no_mano_path(tmp_path, golden):  # noqa: F811
     m["faces_tensor"] = m.pop("faces")  # their MANO module's buffer name
     m["parents"] = np.where(m["parents"] < 0, 2**32 - 1, m["parents"]).astype(np.uint32)  # root as kintree stores it
     f = write_seed_file(tmp_path / "old.safetensors", ours, mano=m)
-    _assert_same(load_seed_wilor(f, config=golden["config"]), ours, golden)
+    _assert_same(load_seed(f, tmp_path, golden["config"]), ours, golden)
 
 
 def test_from_pretrained_paths(tmp_path, golden, mano_npz, tiny_default):  # noqa: F811
@@ -124,17 +122,20 @@ def test_from_pretrained_paths(tmp_path, golden, mano_npz, tiny_default):  # noq
 
 
 def test_from_pretrained_hub(tmp_path, golden, mano_npz, tiny_default, monkeypatch):  # noqa: F811
-    import huggingface_hub
-
+    monkeypatch.setenv("MLX_HANDS_CACHE", str(tmp_path / "cache"))
     files = {"wilor-mlx.safetensors": write_seed_file(tmp_path / "a.safetensors", load_golden_model(golden)),
              "wilor-mlx-int4.safetensors": write_seed_file(tmp_path / "b.safetensors", _quantized(golden))}
     calls = []
 
-    def fake_download(repo_id, filename, revision=None, **_):
+    def fake_download(repo_id, filename, subfolder=None, revision=None, local_files_only=False):
+        """huggingface_hub's download (the Hub cannot be reached here); nothing is in its cache at first."""
+        if local_files_only:
+            raise FileNotFoundError(filename)
         calls.append((repo_id, filename, revision))
         return str(files[filename])
 
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(hub, "_reachable", lambda *a: None)
     _assert_same(WiLoR.from_pretrained("BasinShapers/wilor-mlx", mano_path=mano_npz), load_golden_model(golden), golden)
     model = WiLoR.from_pretrained("BasinShapers/wilor-mlx/wilor-mlx-int4.safetensors", mano_path=mano_npz,
                                   revision="v1")
@@ -145,20 +146,19 @@ def test_from_pretrained_hub(tmp_path, golden, mano_npz, tiny_default, monkeypat
     def offline(*a, **k):
         raise OSError("offline")
 
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
-    with pytest.raises(FileNotFoundError, match="could not get wilor-mlx.safetensors from the Hub repository "
-                                                "BasinShapers/wilor-mlx"):
+    monkeypatch.setattr(hub, "hf_hub_download", offline)
+    monkeypatch.setenv("MLX_HANDS_CACHE", str(tmp_path / "cache2"))
+    with pytest.raises(FileNotFoundError, match="could not download wilor-mlx.safetensors from the Hugging Face Hub"):
         WiLoR.from_pretrained("BasinShapers/wilor-mlx", mano_path=mano_npz)
 
 
-def test_only_seed_targets_are_claimed(tmp_path):
-    assert find_seed_file(None) is None
-    assert find_seed_file("warmshao/WiLoR-mini") is None  # the originals: hub.resolve's job
+def test_a_converted_folder_wins_over_a_seed_file_in_it(tmp_path):
     (tmp_path / "conv").mkdir()
     (tmp_path / "conv" / "config.json").write_text("{}")
     (tmp_path / "conv" / "wilor-mlx.safetensors").write_bytes(b"")
-    assert find_seed_file(tmp_path / "conv") is None  # a converted folder wins
-    assert find_seed_file(tmp_path / "conv" / "config.json") is None
+    assert hub.resolve(tmp_path / "conv") == tmp_path / "conv"
+    with pytest.raises(FileNotFoundError, match="neither a converted mlx-hands model"):
+        hub.resolve(tmp_path / "conv" / "config.json")
 
 
 # ---------------------------------------------------------------- conversion to the canonical folder
@@ -185,12 +185,12 @@ def test_convert_seed_files(tmp_path, golden, mano_npz, tiny_default, capsys):  
 
 def test_no_mano_is_one_clear_error(tmp_path, golden):  # noqa: F811
     f = write_seed_file(tmp_path / "wilor-mlx.safetensors", load_golden_model(golden))
-    with pytest.raises(FileNotFoundError, match="carries no MANO model.*mano_path="):
-        load_seed_wilor(f, config=golden["config"])
+    with pytest.raises(FileNotFoundError, match="no MANO model.*--mano MANO_RIGHT.pkl"):
+        load_seed(f, tmp_path, golden["config"])
     m = {k: v for k, v in golden["mano"].items() if k != "faces"}
     f = write_seed_file(tmp_path / "partial.safetensors", load_golden_model(golden), mano=m)
     with pytest.raises(ValueError, match="incomplete MANO model \\(no faces\\)"):
-        load_seed_wilor(f, config=golden["config"])
+        load_seed(f, tmp_path, golden["config"])
 
 
 @pytest.mark.parametrize("edit, match", [
@@ -210,16 +210,17 @@ def test_damaged_files(tmp_path, golden, mano_npz, edit, match):  # noqa: F811
     bad = tmp_path / "bad.safetensors"
     mx.save_safetensors(str(bad), arrays)
     with pytest.raises(ValueError, match=match):
-        load_seed_wilor(bad, mano_path=mano_npz, config=golden["config"])
-    with pytest.raises(ValueError, match=match):  # convert refuses it too, before writing anything
+        WiLoR.from_pretrained(bad, mano_path=mano_npz)
+    with pytest.raises(ValueError, match=match):  # convert refuses it, before writing anything
         convert(bad, tmp_path / "out", mano=mano_npz, config=golden["config"])
+    assert not (tmp_path / "out").exists()
 
 
 def test_not_a_safetensors_file(tmp_path, golden, mano_npz):  # noqa: F811
     bad = tmp_path / "wilor-mlx.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(ValueError, match="not a readable safetensors file"):
-        load_seed_wilor(bad, mano_path=mano_npz, config=golden["config"])
+        WiLoR.from_pretrained(bad, mano_path=mano_npz)
     with pytest.raises(ValueError, match="not a readable safetensors file"):
         convert(bad, tmp_path / "out", mano=mano_npz, config=golden["config"])
 
@@ -228,4 +229,4 @@ def test_canonical_file_is_pointed_to_its_folder(tmp_path, golden, mano_npz):  #
     arrays = {"wilor." + k: v for k, v in tree_flatten(load_golden_model(golden).parameters())}
     mx.save_safetensors(str(tmp_path / "other.safetensors"), arrays)
     with pytest.raises(ValueError, match="mlx-hands model.safetensors.*pass the folder"):
-        load_seed_wilor(tmp_path / "other.safetensors", mano_path=mano_npz)
+        WiLoR.from_pretrained(tmp_path / "other.safetensors", mano_path=mano_npz)

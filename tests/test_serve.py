@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 import json
 import os
 import re
@@ -26,6 +27,7 @@ httpx = pytest.importorskip("httpx", reason="the [dev] extra installs httpx")
 ws_sync = pytest.importorskip("websockets.sync.client", reason="the [dev] extra installs websockets")
 pytest.importorskip("starlette", reason="the [serve] extra installs starlette")
 pytest.importorskip("uvicorn", reason="the [serve] extra installs uvicorn")
+from synth import write_tiny_model  # noqa: E402
 from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,27 +37,6 @@ APP_ORIGIN = "http://localhost:5173"  # a web app on another origin, allowed wit
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def write_tiny_model(path: Path) -> Path:
-    """A converted model folder: tiny WiLoR + tiny detector (random, seeded) + synthetic MANO."""
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
-    from synth import make_mano
-
-    from mlx_hands.config import DetectorConfig, RefineNetConfig, ViTConfig, WiLoRConfig
-    from mlx_hands.convert.mano import save_mano
-    from mlx_hands.models.wilor import WiLoR
-    from mlx_hands.models.yolo import YOLOPose
-    from mlx_hands.weights import save_model
-
-    mx.random.seed(0)
-    wc = WiLoRConfig(vit=ViTConfig(dim=64, depth=2, num_heads=4), refine_net=RefineNetConfig(feat_dim=64))
-    dc = DetectorConfig(width=0.25, depth=0.33, imgsz=160)
-    params = lambda m: {k: np.array(v) for k, v in tree_flatten(m.parameters())}  # noqa: E731
-    save_model(path, wilor=params(WiLoR(wc)), wilor_config=wc, detector=params(YOLOPose(dc)), detector_config=dc)
-    save_mano(make_mano(0), path / "mano.safetensors")
-    return path
-
-
 class ServerProcess:
     """`python -m mlx_hands serve ...` in a subprocess; `url` once it listens, `wait_ready()` for /health."""
 
@@ -149,7 +130,7 @@ def recv_frames(ws, count: int, timeout: float = 60) -> list[dict]:
 # ---------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))  # a tiny random WiLoR + detector, synthetic MANO
 
 
 @pytest.fixture(scope="module")
@@ -307,9 +288,16 @@ def test_bad_requests_get_an_error_naming_the_problem(server, body, query, heade
 
 
 def test_body_limit_holds_while_the_body_streams_in(server):
-    big = b"\xff\xd8\xff" + bytes(2 * 1024 * 1024)
-    r = httpx.post(server.url + "/v1/predict", content=big, headers=AUTH, timeout=60)  # Content-Length: refused at once
-    assert r.status_code == 413 and "1 MB" in r.json()["error"]
+    # Content-Length over the limit: refused from the header, before any of the body is sent
+    host, port = server.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.putrequest("POST", "/v1/predict")
+    conn.putheader("Authorization", AUTH["Authorization"])
+    conn.putheader("Content-Length", str(2 * 1024 * 1024))
+    conn.endheaders()
+    r = conn.getresponse()
+    assert r.status == 413 and "1 MB" in json.loads(r.read())["error"]
+    conn.close()
     sent = []
 
     def chunks():  # no Content-Length: the server must stop reading after the limit, not after 50 MB

@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 import pytest
 
-from test_serve import TOKEN, ServerProcess, write_tiny_model
+from synth import write_tiny_model
+from test_serve import TOKEN, ServerProcess
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()),
                 shutil.which("chromium"))

@@ -5,7 +5,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_hands.models import transfer
+from mlx_hands import transfer
 
 
 @pytest.mark.parametrize("mode", transfer.MODES)
@@ -16,9 +16,8 @@ from mlx_hands.models import transfer
     np.random.default_rng(2).integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)[:, :, ::-1],  # negative strides
     np.random.default_rng(3).integers(0, 256, (70, 256, 256, 3), dtype=np.uint8)[:, :, 32:-32],  # a crop window
 ])
-def test_same_values_as_mx_array(monkeypatch, mode, a):
-    monkeypatch.setattr(transfer, "MODE", mode)
-    x = transfer.to_device(a)
+def test_same_values_as_mx_array(mode, a):
+    x = transfer.to_device(a, mode=mode)
     assert x.dtype == mx.array(np.ascontiguousarray(a)).dtype and x.shape == a.shape
     np.testing.assert_array_equal(np.array(x), a)
 
@@ -33,6 +32,7 @@ def test_from_device_is_np_array_of_each():
         assert out[k].dtype == ref.dtype and out[k].shape == ref.shape
         np.testing.assert_array_equal(out[k], ref)
     assert transfer.from_device({}) == {}
+    assert transfer.from_device(arrays, mode="plain")["c"].dtype == np.float32
     np.testing.assert_array_equal(transfer.from_device({"x": mx.zeros((2, 2), mx.float16)})["x"], np.zeros((2, 2)))
 
 
@@ -41,8 +41,7 @@ cuda = pytest.mark.skipif(not (mx.default_device().type == mx.DeviceType.gpu and
 
 
 @cuda
-def test_staged_paths_are_exact_and_grow(monkeypatch):
-    monkeypatch.setattr(transfer, "MODE", "staged")
+def test_staged_paths_are_exact_and_grow():
     rng = np.random.default_rng(5)
     # (70, ...) grows the buffer; (7, 111, 113, 3) is not a multiple of the copy's block
     for shape in [(1, 256, 192, 3), (70, 256, 256, 3), (3, 256, 256, 3), (7, 111, 113, 3)]:
@@ -62,3 +61,23 @@ def test_staged_paths_are_exact_and_grow(monkeypatch):
     # a single float32 output that is an unaligned view of its buffer takes the kernel's one-float path
     base = mx.array(rng.normal(size=1001).astype(np.float32))
     np.testing.assert_array_equal(transfer.from_device({"x": base[1:]})["x"], np.array(base)[1:])
+
+
+def test_mode_switches_are_explicit(monkeypatch):
+    monkeypatch.delenv("MLX_HANDS_TRANSFER", raising=False)
+    assert transfer.current_mode() == "staged"
+    with transfer.using("plain"):
+        assert transfer.current_mode() == "plain"
+        with transfer.using("prefetch"):
+            assert transfer.current_mode() == "prefetch"
+        assert transfer.current_mode() == "plain"
+        assert transfer.current_mode("staged") == "staged"  # an argument wins over the block
+    assert transfer.current_mode() == "staged"
+    monkeypatch.setenv("MLX_HANDS_TRANSFER", "plain")  # read when used, not at import
+    assert transfer.current_mode() == "plain"
+    monkeypatch.setenv("MLX_HANDS_TRANSFER", "fast")
+    with pytest.raises(ValueError, match="MLX_HANDS_TRANSFER must be one of"):
+        transfer.to_device(np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match="transfer mode must be one of"):
+        with transfer.using("fast"):
+            pass

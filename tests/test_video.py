@@ -1,8 +1,16 @@
-"""Video round trips with a fake pipeline, partial output after a crash, track ids, One Euro smoothing."""
+"""Video round trips with a fake pipeline, partial output after a crash, kills, damaged input, track ids, One Euro
+smoothing, the loop shared with `live` and its mirror view."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -12,6 +20,7 @@ from mlx_hands.pipeline.tracking import HandTracker, OneEuroFilter, box_iou
 from mlx_hands.pipeline.video import iter_frames, process_video
 from test_render import faces, make_hand
 
+ROOT = Path(__file__).resolve().parents[1]
 VW, VH, FPS = 160, 120, 10.0
 VFOCAL = 5000 / 256 * VW
 
@@ -301,3 +310,197 @@ def test_live_stream_annotates_frames(tmp_path):
     assert len(out) == 5
     bgr, hands, fps = out[-1]
     assert bgr.shape == (VH, VW, 3) and fps > 0 and {h.track_id for h in hands} == {0, 1}
+
+
+# ------------------------------------------------------------------------------------------- one loop, mirror
+def test_live_and_video_share_one_loop(tmp_path):
+    from mlx_hands.commands.live import annotate_stream
+
+    src = write_video(tmp_path / "clip.mp4", n=6)
+    process_video(FakePipe(), src, tmp_path / "out", progress=False)
+    recs = [json.loads(x) for x in (tmp_path / "out" / "clip.jsonl").read_text().splitlines()]
+    live = [hands for _, hands, _ in annotate_stream(FakePipe(), iter_frames(src))]
+    assert len(live) == len(recs) == 6
+    for rec, hands in zip(recs, live):
+        assert [(h["track_id"], h["side"]) for h in rec["hands"]] == [(h.track_id, h.side) for h in hands]
+        for h, hand in zip(rec["hands"], hands):  # the same smoothing in both
+            np.testing.assert_allclose(h["keypoints_2d"], hand.keypoints_2d, atol=1e-3)
+
+
+def test_mirror_flips_picture_and_drawings_but_not_the_labels():
+    from mlx_hands.pipeline.video import draw_frame
+    from mlx_hands.render.overlay import draw_box, draw_hands
+
+    img = np.full((VH, VW, 3), 30, np.uint8)
+    hand = make_hand(True, (45, 90), depth=6.0, image_size=(VW, VH), focal=VFOCAL, track_id=3)
+    plain, mirror = draw_frame(img, [hand]), draw_frame(img, [hand], mirror=True)
+    cols = lambda im: np.nonzero(np.abs(im.astype(int) - img).sum(axis=(0, 2)))[0].mean()  # noqa: E731
+    assert cols(plain) < VW / 2 < cols(mirror)  # the hand on the left shows on the right
+    geometry = np.ascontiguousarray(draw_hands(img, [hand], None, boxes=False)[:, ::-1])
+    x1, y1, x2, y2 = hand.box
+    expected = geometry.copy()
+    draw_box(expected, dataclasses.replace(hand, box=np.array([VW - 1 - x2, y1, VW - 1 - x1, y2])))
+    np.testing.assert_array_equal(mirror, expected)
+    assert not np.array_equal(mirror, plain[:, ::-1])  # the label is written, not mirrored
+
+
+def test_live_mirror_option(tmp_path):
+    from mlx_hands import cli
+    from mlx_hands.commands.live import annotate_stream
+    from mlx_hands.pipeline.video import draw_frame
+
+    argv = ["live", "--mirror", "--detect-every", "4", "--force-handedness", "left"]
+    args = cli.build_parser(argv).parse_args(argv)
+    assert args.mirror and args.detect_every == 4 and args.force_handedness == "left"
+    src = write_video(tmp_path / "cam.mp4", n=3)
+    rgb = next(iter_frames(src))[2]
+    bgr, hands, _ = next(annotate_stream(FakePipe(), iter_frames(src), mirror=True, mesh=False))
+    below_label = slice(40, None)
+    np.testing.assert_array_equal(bgr[below_label], draw_frame(rgb, hands, mirror=True)[below_label][:, :, ::-1])
+
+
+# ------------------------------------------------------------------------------------------- damaged input, stops
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from synth import write_tiny_model  # tiny WiLoR + detector + synthetic MANO, random weights
+
+    folder = tmp_path_factory.mktemp("tiny")
+    write_tiny_model(folder)
+    return folder
+
+
+def cut(path, fraction):
+    data = path.read_bytes()
+    out = path.with_name("cut_" + path.name)
+    out.write_bytes(data[: int(len(data) * fraction)])
+    return out
+
+
+def write_faststart_mp4(path, n=30):
+    import av
+
+    box = av.open(str(path), "w", format="mp4", options={"movflags": "faststart"})  # the index first, as on the web
+    s = box.add_stream("mpeg4", rate=10)
+    s.width, s.height, s.pix_fmt = VW, VH, "yuv420p"
+    for i in range(n):
+        img = np.full((VH, VW, 3), 8 * i % 255, np.uint8)
+        for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            box.mux(p)
+    for p in s.encode(None):
+        box.mux(p)
+    box.close()
+    return path
+
+
+@pytest.mark.parametrize("kind", ["avi", "mp4"])
+def test_truncated_video_is_reported(tmp_path, kind):
+    if kind == "avi":
+        full = write_video(tmp_path / "clip.avi", n=30, codec="MJPG")
+    else:
+        full = write_faststart_mp4(tmp_path / "clip.mp4")
+    damaged = cut(full, 0.5)
+    s = process_video(FakePipe(), damaged, tmp_path / "out", progress=False)
+    assert 0 < s.frames < 30 and s.frames_declared == 30
+    assert s.complete is False and f"after {s.frames} of the 30 frames" in s.error and "truncated" in s.error
+    meta = json.loads((tmp_path / "out" / f"{damaged.stem}.json").read_text())
+    assert meta["complete"] is False and meta["error"] == s.error
+    assert count_frames(s.video_path)[0] == s.frames
+    ok = process_video(FakePipe(), full, tmp_path / "ok", progress=False)
+    assert ok.complete and ok.error is None and ok.frames == 30
+
+
+def test_cli_names_a_truncated_video_in_one_line(tmp_path, tiny_model, capsys):
+    from mlx_hands import cli
+
+    damaged = cut(write_video(tmp_path / "clip.avi", n=20, codec="MJPG"), 0.5)
+    rc = cli.main(["predict", str(damaged), "-o", str(tmp_path / "out"), "--model", str(tiny_model), "--no-vertices"])
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if "error" in x]
+    assert rc == 1 and len(lines) == 1, err
+    assert lines[0].startswith(f"{damaged}: error: the video ended after ") and "of the 20 frames" in lines[0]
+
+
+def test_annotated_video_plays_when_cut_anywhere(tmp_path, monkeypatch, caplog):
+    src = write_video(tmp_path / "clip.mp4", n=12)
+    s = process_video(FakePipe(), src, tmp_path / "out", progress=False)
+    assert s.video_path.endswith(".mp4") and count_frames(s.video_path)[0] == 12
+    for fraction in (0.3, 0.7):  # a fragmented MP4: every prefix up to a whole frame plays
+        n = count_frames(cut(Path(s.video_path), fraction))[0]
+        assert 0 < n < 12
+    monkeypatch.setitem(sys.modules, "av", None)  # PyAV missing: an MJPEG AVI, also readable when cut
+    s = process_video(FakePipe(), src, tmp_path / "noav", progress=False)
+    assert s.video_path.endswith(".avi") and "PyAV is not installed" in caplog.text
+    assert 0 < count_frames(cut(Path(s.video_path), 0.5))[0] < 12
+
+
+def _start_predict(tmp_path, model, n_frames=80):
+    clip = write_video(tmp_path / "clip.mp4", n=n_frames)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    err = open(tmp_path / "stderr.txt", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlx_hands", "predict", str(clip), "--out", str(out),
+                             "--model", str(model), "--conf", "0", "--max-det", "2", "--no-vertices"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=err, cwd=tmp_path)
+    jsonl = out / "clip.jsonl"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        if jsonl.exists() and len(jsonl.read_text().splitlines()) >= 3:
+            return proc, out
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"predict did not reach 3 frames (exit {proc.poll()}): {(tmp_path / 'stderr.txt').read_text()[-2000:]}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_video_run_leaves_playable_results(tmp_path, tiny_model, sig):
+    proc, out = _start_predict(tmp_path, tiny_model)
+    proc.send_signal(sig)
+    rc = proc.wait(timeout=60)
+    records = [json.loads(x) for x in (out / "clip.jsonl").read_text().splitlines()]  # every line whole
+    assert [r["frame"] for r in records] == list(range(len(records))) and 3 <= len(records) < 80
+    n, size = count_frames(out / "clip_annotated.mp4")
+    summary = json.loads((out / "clip.json").read_text())
+    assert size == (VW, VH) and summary["complete"] is False
+    if sig == signal.SIGTERM:  # handled like Ctrl-C: everything closed, the summary says why
+        assert rc == 130 and summary["frames"] == len(records)
+        assert summary["error"].startswith(f"terminated (SIGTERM) after {len(records)} frames")
+        assert len(records) <= n <= len(records) + 1  # a frame goes into the video just before its line
+    else:  # no chance to clean up: the summary is the last one written while running, and the MP4 muxer
+        # writes a frame's fragment when the next frame arrives, so the last frame can be missing
+        assert rc == -signal.SIGKILL and summary["error"].startswith("not finished")
+        assert len(records) - 1 <= n <= len(records)
+
+
+class BoxedPipe:
+    """detect + predict_with_boxes (the tracking route) with fixed hands; records what WiLoR was asked for."""
+
+    def __init__(self):
+        self.include_vertices = []
+        self.kw = dict(depth=6.0, image_size=(VW, VH), focal=VFOCAL)
+
+    def faces(self, is_right: bool = True):
+        return faces() if is_right else faces()[:, ::-1]
+
+    def detect(self, rgb):
+        from mlx_hands.pipeline.detection import Detections
+
+        boxes = np.array([make_hand(True, (50, 80), **self.kw).box], np.float32)
+        return Detections(boxes, np.array([0.9], np.float32), np.array([1]), np.zeros((1, 21, 3), np.float32))
+
+    def predict_with_boxes(self, rgb, boxes, is_right, *, confidence=None, include_vertices=True):
+        self.include_vertices.append(include_vertices)
+        return [dataclasses.replace(make_hand(bool(r), (50, 80), **self.kw), box=np.asarray(b))
+                for b, r in zip(boxes, is_right)]
+
+
+def test_tracking_route_in_process_video(tmp_path):
+    pipe = BoxedPipe()
+    s = process_video(pipe, write_video(tmp_path / "clip.mp4", n=12), tmp_path / "out", detect_every=5, progress=False)
+    assert s.complete and s.detections == 3 and s.settings["track"] is True and s.settings["detect_every"] == 5
+    assert all(pipe.include_vertices)  # drawn, so computed, though not written
+    recs = [json.loads(x) for x in (tmp_path / "out" / "clip.jsonl").read_text().splitlines()]
+    assert [r["hands"][0]["extra"]["detected"] for r in recs] == [k % 5 == 0 for k in range(12)]
+    assert "vertices" not in recs[0]["hands"][0]
+    pipe = BoxedPipe()
+    s = process_video(pipe, tmp_path / "clip.mp4", tmp_path / "plain", render=False, track=False, progress=False)
+    assert s.detections == 12 and not any(pipe.include_vertices)

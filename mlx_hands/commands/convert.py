@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
+
+from ..config import DTYPES
+from ..convert import convert
+from ..convert.quantized import quantize_dir
+from ..pipeline.calibration import folder_calibration_crops
 
 
 def add_parser(sub, help_text: str) -> argparse.ArgumentParser:
@@ -18,7 +24,7 @@ def add_parser(sub, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("--mean-params", help="mano_mean_params.npz")
     p.add_argument("--mano", help="MANO_RIGHT.pkl (converted on this machine; never redistributed)")
     p.add_argument("--detector", help="detector.pt (ultralytics YOLOv8-pose hand detector)")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="float dtype of the stored weights (default float32)")
     add_quantization_args(p)
     add_calibration_args(p)
@@ -40,7 +46,7 @@ def add_quantization_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_calibration_args(p: argparse.ArgumentParser) -> None:
-    """--calibrate PATH... and --calibrate-max N: GPTQ levels from hands in the user's photos (mlx_hands.gptq)."""
+    """--calibrate PATH... and --calibrate-max N: GPTQ levels from hands in the user's photos (mlx_hands.quant.gptq)."""
     p.add_argument("--calibrate", nargs="+", metavar="PATH",
                    help="photos of hands, folders of them, or .npy/.npz arrays of (N, 256, 256, 3) crops: choose the "
                         "4/8-bit levels with GPTQ on these hands (much more accurate at 4 bits; minutes). Default: "
@@ -55,8 +61,6 @@ def quantization_args(args) -> tuple[int | None, int, bool]:
 
 
 def run(args) -> int:
-    from ..convert import convert
-
     q_bits, q_group_size, q_uniform = quantization_args(args)
     kwargs = dict(checkpoint=args.checkpoint, mean_params=args.mean_params, mano=args.mano, detector=args.detector,
                   dtype=args.dtype)
@@ -65,17 +69,13 @@ def run(args) -> int:
     if args.calibrate:
         if q_bits is None:
             raise ValueError("--calibrate only serves quantization: add -q (or --q-bits)")
-        import shutil
-
-        from ..quantize import quantize_dir
-
         dst = Path(args.dst)
         tmp = dst.with_name(dst.name + ".float")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             convert(args.src, tmp, **kwargs)
-            quantize_dir(tmp, dst, bits=q_bits, group_size=q_group_size, uniform=q_uniform, calibrate=args.calibrate,
-                         max_crops=args.calibrate_max)
+            crops = folder_calibration_crops(tmp, args.calibrate, max_crops=args.calibrate_max)
+            quantize_dir(tmp, dst, bits=q_bits, group_size=q_group_size, uniform=q_uniform, calibration=crops)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     else:

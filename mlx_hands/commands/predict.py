@@ -11,13 +11,21 @@ mlx_hands.pipeline.video. A file that cannot be read is reported and skipped; th
 from __future__ import annotations
 
 import argparse
-import inspect
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
+from ..config import IOU, MAX_DET, RESCALE_FACTOR
+from ..export import output_dir, results_dict
+from ..pipeline.images import is_image_path, load_image, write_image
+from ..pipeline.runner import HandPosePipeline
+from ..pipeline.stream import sigterm_as_interrupt
+from ..pipeline.video import process_video
+from ..render.overlay import draw_hands
 from . import add_model_arguments
+from .live import add_stream_arguments, stream_options
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 
@@ -30,14 +38,18 @@ def add_parser(sub, help_text: str) -> argparse.ArgumentParser:
                    help="image files, folders (their images, sorted; not recursive) or videos (" + ", ".join(VIDEO_SUFFIXES) + ")")
     p.add_argument("-o", "--out", "--output", dest="out", required=True, help="output folder")
     add_model_arguments(p)
-    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold, per class (default 0.7)")
-    p.add_argument("--max-det", type=int, default=300, help="at most this many hands per image (default 300)")
+    p.add_argument("--iou", type=float, default=IOU, help=f"NMS IoU threshold, per class (default {IOU})")
+    p.add_argument("--max-det", type=int, default=MAX_DET, help=f"at most this many hands per image (default {MAX_DET})")
     p.add_argument("--imgsz", type=int, default=None, help="detector input size (default: the checkpoint's)")
-    p.add_argument("--rescale-factor", type=float, default=2.5,
-                   help="crop side / largest box side (default 2.5 as WiLoR-mini; the original demo uses 2.0)")
+    p.add_argument("--rescale-factor", type=float, default=RESCALE_FACTOR,
+                   help=f"crop side / largest box side (default {RESCALE_FACTOR} as WiLoR-mini; the original demo "
+                        "uses 2.0)")
     p.add_argument("--focal-length", type=float, default=None, metavar="PX",
                    help="your camera's focal length in pixels of the input image (default: WiLoR's 5000/256 * max(W, H))")
     p.add_argument("--no-vertices", action="store_true", help="leave the 778 mesh vertices out of the JSON")
+    p.add_argument("--annotated", action="store_true",
+                   help="also write <name>_annotated.jpg per image: meshes, skeletons, boxes and sides drawn on it")
+    add_stream_arguments(p)
     p.set_defaults(func=run)
     return p
 
@@ -57,8 +69,6 @@ def _check_args(args) -> None:
 
 def collect_inputs(inputs: list[str]) -> tuple[list[tuple[str, Path]], list[str]]:
     """-> ([(kind 'image' | 'video', path)], [error lines]) in the order given, folders expanded and sorted."""
-    from ..pipeline.images import is_image_path
-
     items, errors = [], []
     for s in inputs:
         p = Path(s)
@@ -98,73 +108,72 @@ def summary_line(name: str, hands, seconds: float) -> str:
 
 
 def image_result(path: Path, image_wh, hands, pipe, timings: dict) -> dict:
-    from ..export import results_dict
-
-    return results_dict(
-        hands,
-        image_size=image_wh,
-        source=path,
-        model=dict(getattr(pipe, "info", {}) or {}),
-        settings={
-            "conf": pipe.conf,
-            "iou": pipe.iou,
-            "max_det": pipe.max_det,
-            "rescale_factor": pipe.rescale_factor,
-            "focal_length_crop": pipe.focal_length,
-            "focal_length_px": pipe.focal_length_px,
-        },
-        timings_ms={k: round(v * 1000, 3) for k, v in timings.items()},
-    )
+    """The JSON document of one image (the same one `mlx-hands serve` answers with)."""
+    return results_dict(hands, image_size=image_wh, source=path, model=dict(pipe.info), settings=pipe.settings_dict(),
+                        timings_ms={k: round(v * 1000, 3) for k, v in timings.items()})
 
 
-def _process_video(pipe, path: Path, out: Path, include_vertices: bool) -> None:
-    try:
-        from ..pipeline.video import process_video
-    except ImportError as e:
-        raise ValueError(f"video input is not available in this build ({e}); extract frames to a folder instead") from None
-    options = {"include_vertices": include_vertices}
-    params = inspect.signature(process_video).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        options = {k: v for k, v in options.items() if k in params}
-    process_video(pipe, path, out, **options)
+def _process_video(pipe, path: Path, out: Path, include_vertices: bool, tracking: dict) -> bool:
+    """One video -> files in out and one line (stdout, or stderr naming what was wrong) -> False if incomplete."""
+    with sigterm_as_interrupt():  # SIGTERM stops like Ctrl-C: partial results kept, summary written
+        s = process_video(pipe, path, out, include_vertices=include_vertices, **tracking)
+    if not s.complete:
+        print(f"{path}: error: {s.error} (results for {s.frames} frames kept in {out})", file=sys.stderr, flush=True)
+        return False
+    print(f"{path.name}: {s.frames} frames, {s.hands} hands, {s.tracks} tracks, detector on {s.detections} frames, "
+          f"{s.processing_fps:.1f} frames/s -> {s.results_path}", flush=True)
+    return True
+
+
+def _error_line(path: Path, error: Exception) -> str:
+    """`path: error: what`, naming the file once (errors from the readers often start with it already)."""
+    msg = str(error)
+    for prefix in (str(path), path.name):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):].lstrip(": ")
+            break
+    return f"{path}: error: {msg}"
 
 
 def run(args) -> int:
-    from ..pipeline.images import load_image
-    from ..pipeline.runner import HandPosePipeline
-
     _check_args(args)
+    tracking = stream_options(args)
     items, errors = collect_inputs(args.inputs)
     for line in errors:
         print(line, file=sys.stderr)
     if not items:
         return 1
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    pipe = HandPosePipeline.from_pretrained(
-        args.model, mano_path=args.mano, dtype=args.dtype, revision=args.revision,
-        conf=args.conf, iou=args.iou, max_det=args.max_det, imgsz=args.imgsz,
-        rescale_factor=args.rescale_factor, focal_length_px=args.focal_length,
-    )
-    failed = len(errors)
-    used: set[str] = set()
-    for kind, path in items:
-        try:
-            if kind == "video":
-                _process_video(pipe, path, out, not args.no_vertices)
-                continue
-            t = time.perf_counter()
-            image = load_image(path)
-            read = time.perf_counter() - t
-            hands = pipe(image, include_vertices=not args.no_vertices)
-            seconds = time.perf_counter() - t
-            timings = {"read": read, **pipe.last_timings}
-            result = image_result(path, (image.shape[1], image.shape[0]), hands, pipe, timings)
-            (out / _json_name(path, used)).write_text(json.dumps(result))
-            print(summary_line(path.name, hands, seconds), flush=True)
-        except (ValueError, OSError) as e:
-            failed += 1
-            print(f"{path}: error: {e}", file=sys.stderr, flush=True)
+    with output_dir(args.out) as out:  # checked before the model loads; removed again if nothing is written
+        pipe = HandPosePipeline.from_pretrained(
+            args.model, mano_path=args.mano, dtype=args.dtype, revision=args.revision,
+            conf=args.conf, iou=args.iou, max_det=args.max_det, imgsz=args.imgsz,
+            rescale_factor=args.rescale_factor, focal_length_px=args.focal_length,
+        )
+        failed = len(errors)
+        used: set[str] = set()
+        for kind, path in items:
+            try:
+                if kind == "video":
+                    failed += not _process_video(pipe, path, out, not args.no_vertices, tracking)
+                    continue
+                t = time.perf_counter()
+                image = load_image(path)
+                read = time.perf_counter() - t
+                hands = pipe(image, include_vertices=not args.no_vertices or args.annotated)
+                seconds = time.perf_counter() - t
+                timings = {"read": read, **pipe.last_timings}
+                name = _json_name(path, used)
+                if args.annotated:
+                    picture = draw_hands(image, hands, pipe.faces())
+                    write_image(out / f"{Path(name).stem}_annotated.jpg", picture)
+                if args.no_vertices:
+                    hands = [dataclasses.replace(h, vertices=None) for h in hands]
+                result = image_result(path, (image.shape[1], image.shape[0]), hands, pipe, timings)
+                (out / name).write_text(json.dumps(result))
+                print(summary_line(path.name, hands, seconds), flush=True)
+            except (ValueError, OSError) as e:
+                failed += 1
+                print(_error_line(path, e), file=sys.stderr, flush=True)
     if failed:
         print(f"{failed} input{'s' if failed != 1 else ''} failed", file=sys.stderr)
     return 1 if failed else 0

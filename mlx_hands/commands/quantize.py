@@ -6,6 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..config import DTYPES, MODEL_FILE
+from ..convert.quantized import quantize_dir
+from ..pipeline.calibration import folder_calibration_crops
 from .convert import add_calibration_args, add_quantization_args, quantization_args
 
 
@@ -18,7 +21,7 @@ def add_parser(sub, help_text: str) -> argparse.ArgumentParser:
         "cast to --dtype)."))
     p.add_argument("src", help="converted model folder (config.json + model.safetensors)")
     p.add_argument("-o", "--output", dest="dst", required=True, help="output folder")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
+    p.add_argument("--dtype", choices=DTYPES,
                    help="float dtype of the weights that stay in float (default: as stored)")
     add_quantization_args(p)
     add_calibration_args(p)
@@ -28,8 +31,6 @@ def add_parser(sub, help_text: str) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..quantize import quantize_dir
-
     q_bits, q_group_size, q_uniform = quantization_args(args)
     if args.no_quantize:
         if q_bits is not None:
@@ -42,9 +43,13 @@ def run(args) -> int:
         q_bits = 4
     if args.calibrate_max < 1:
         raise ValueError(f"--calibrate-max must be >= 1, got {args.calibrate_max}")
+    crops = None
+    if args.calibrate:
+        crops = folder_calibration_crops(args.src, args.calibrate, max_crops=args.calibrate_max)
+        print(f"calibrating on {len(crops)} hand crops", file=sys.stderr)
     dst = quantize_dir(args.src, args.dst, bits=q_bits, group_size=q_group_size, dtype=args.dtype, uniform=q_uniform,
-                       calibrate=args.calibrate, max_crops=args.calibrate_max)
-    size = (Path(dst) / "model.safetensors").stat().st_size / 1e6
+                       calibration=crops)
+    size = (Path(dst) / MODEL_FILE).stat().st_size / 1e6
     print(f"wrote {dst} (model.safetensors {size:.1f} MB)")
     if q_bits == 4 and not args.calibrate:
         print("note: 4-bit levels rounded to nearest; --calibrate PHOTOS (GPTQ) measured ~10x more accurate "

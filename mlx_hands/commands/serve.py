@@ -14,8 +14,15 @@ import logging
 import os
 import sys
 
+from ..config import IOU, MAX_DET, RESCALE_FACTOR
+from ..pipeline.runner import HandPosePipeline
 from . import add_model_arguments
 from .predict import _check_args
+
+try:
+    from ..serve import ServeConfig, serve
+except ImportError as e:  # starlette, uvicorn, websockets: the optional extra [serve]
+    raise ImportError(f'{e}; install them with: pip install "mlx-hands[serve]"') from e
 
 TOKEN_ENV = "MLX_HANDS_TOKEN"
 
@@ -40,11 +47,11 @@ def add_parser(sub, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="a web page origin (e.g. http://localhost:5173) that may call the API from a browser; "
                         "repeat for more, '*' for any (default: only the server's own demo page)")
-    p.add_argument("--iou", type=float, default=0.7, help="default NMS IoU threshold (default 0.7)")
-    p.add_argument("--max-det", type=int, default=300, help="default most hands per image (default 300)")
+    p.add_argument("--iou", type=float, default=IOU, help=f"default NMS IoU threshold (default {IOU})")
+    p.add_argument("--max-det", type=int, default=MAX_DET, help=f"default most hands per image (default {MAX_DET})")
     p.add_argument("--imgsz", type=int, default=None, help="detector input size (default: the checkpoint's)")
-    p.add_argument("--rescale-factor", type=float, default=2.5,
-                   help="crop side / largest box side (default 2.5 as WiLoR-mini)")
+    p.add_argument("--rescale-factor", type=float, default=RESCALE_FACTOR,
+                   help=f"crop side / largest box side (default {RESCALE_FACTOR} as WiLoR-mini)")
     p.add_argument("--focal-length", type=float, default=None, metavar="PX",
                    help="default focal length in pixels of the input images (default: WiLoR's 5000/256 * max(W, H))")
     p.set_defaults(func=run)
@@ -61,12 +68,6 @@ def _is_loopback(host: str) -> bool:
 
 
 def run(args) -> int:
-    from ..pipeline.runner import HandPosePipeline
-
-    try:  # the optional extra [serve]: starlette, uvicorn, websockets
-        from ..serve import ServeConfig, serve
-    except ImportError as e:
-        raise ValueError(f"mlx-hands serve needs the [serve] extra ({e}): pip install \"mlx-hands[serve]\"") from None
     _check_args(args)
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
     config = ServeConfig(host=args.host, port=args.port, token=token, max_body_mb=args.max_body_mb,

@@ -1,8 +1,9 @@
-"""One-way converters from the original files (Lightning .ckpt, ultralytics .pt, MANO .pkl) to the
-canonical directory (config.json + model.safetensors + mano.safetensors, see mlx_hands.weights).
+"""One-way converters into the canonical folder (config.json + model.safetensors + mano.safetensors, see
+mlx_hands.weights): the original files (Lightning .ckpt, ultralytics .pt, MANO .pkl), the predecessor
+project's single-file weights, and quantized or re-typed copies of a converted folder (convert.quantized).
 
 The readers are numpy only (never torch, chumpy or ultralytics); the last step writes through
-mlx_hands.weights.
+mlx_hands.weights. Nothing here runs at load time: mlx_hands.hub converts once and caches.
 """
 
 from __future__ import annotations
@@ -11,20 +12,22 @@ import logging
 import shutil
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from ..config import CONFIG_FILE, MANO_FILE, ORIGINAL_FILES, SEED_FILES, DetectorConfig, WiLoRConfig
+from ..models.wilor import WiLoR
+from ..quant import check_settings, quantize_arrays
+from ..weights import load_config, parameter_shapes, read_arrays_np, save_mano, save_model
+from .mano import read_mano, read_mano_mean_params
+from .safe_pickle import load_torch_file
+from .seed import inspect_arrays, read_seed, seed_mano, split_seed
+from .wilor import convert_wilor_state, infer_config
+from .yolo import convert_detector
 
-ORIGINAL_FILES = {
-    "checkpoint": "wilor_final.ckpt",
-    "mean_params": "mano_mean_params.npz",
-    "mano": "MANO_RIGHT.pkl",
-    "detector": "detector.pt",
-}
-# the seed project's single-file weights (lyonsno/wilor-mlx), see convert/seed.py
-SEED_FILES = ("wilor-mlx.safetensors", "wilor-mlx-int4.safetensors")
+log = logging.getLogger(__name__)
 
 
 def find_originals(src: str | Path) -> dict[str, Path]:
-    """The original files found in `src` or `src/pretrained_models/` (WiLoR-mini's layout)."""
+    """Role -> path of the original files in `src` or `src/pretrained_models/` (WiLoR-mini's layout); a
+    predecessor file (wilor-mlx*.safetensors) takes the role "seed". `src` may also be one such file."""
     src = Path(src)
     if not src.exists():
         raise FileNotFoundError(f"{src} does not exist")
@@ -51,32 +54,26 @@ def convert(
     mean_params: str | Path | None = None,
     mano: str | Path | None = None,
     detector: str | Path | None = None,
+    seed: str | Path | None = None,
     dtype: str = "float32",
-    config=None,
+    config: WiLoRConfig | None = None,
     q_bits: int | None = None,
     q_group_size: int = 64,
     q_uniform: bool = False,
 ) -> Path:
     """Convert whatever originals are given (a folder `src` and/or explicit files) into `dst`.
 
-    At least one of checkpoint, detector or MANO must be found. MANO alone adds mano.safetensors to an
-    existing converted directory. A seed-project file (wilor-mlx.safetensors, its int4 variant) takes
+    At least one of checkpoint, seed, detector or MANO must be found. MANO alone adds mano.safetensors to an
+    existing converted folder. A predecessor file (`seed`: wilor-mlx.safetensors, its int4 variant) takes
     the checkpoint's place. q_bits (4 or 8) quantizes the WiLoR transformer linears with group size
-    q_group_size (mlx_hands.quantize; the most sensitive layers stay at higher precision unless
-    q_uniform); the rest stays in `dtype`.
+    q_group_size (mlx_hands.quant; the most sensitive layers stay at higher precision unless q_uniform);
+    the rest stays in `dtype`.
     """
-    from ..config import WiLoRConfig
-    from ..weights import CONFIG_FILE, MANO_FILE, load_config, save_model, wilor_shapes
-    from .mano import read_mano, read_mano_mean_params, save_mano
-    from .safe_pickle import load_torch_file
-    from .wilor import convert_wilor_state, infer_config
-
     if q_bits is not None:
-        from ..quantize import check_settings
-
         check_settings(q_bits, q_group_size)
     files = find_originals(src) if src is not None else {}
-    for role, path in (("checkpoint", checkpoint), ("mean_params", mean_params), ("mano", mano), ("detector", detector)):
+    given = {"checkpoint": checkpoint, "mean_params": mean_params, "mano": mano, "detector": detector, "seed": seed}
+    for role, path in given.items():
         if path is not None:
             if not Path(path).is_file():
                 raise FileNotFoundError(f"{role} file not found: {path}")
@@ -88,58 +85,45 @@ def convert(
     source = {role: str(p) for role, p in files.items()}
 
     wilor = wilor_config = det = det_config = quantization = None
-    seed_mano = None
-    if "seed" in files and "checkpoint" not in files:
-        from ..quantize import inspect_arrays
-        from .seed import read_seed, seed_mano as read_seed_mano, split_seed
-
-        wilor, raw_mano = split_seed(read_seed(files["seed"]), str(files["seed"]))
-        wilor_config = infer_config(wilor, config or WiLoRConfig())
-        quantization = inspect_arrays(wilor, wilor_config, str(files["seed"]))
-        if "mano" not in files:
-            seed_mano = read_seed_mano(raw_mano, str(files["seed"]))
-    elif "checkpoint" in files:
+    mano_arrays = read_mano(files["mano"]) if "mano" in files else None
+    if "checkpoint" in files:
         ckpt = load_torch_file(files["checkpoint"])
         state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
         if not isinstance(state, dict):
             raise ValueError(f"{files['checkpoint']}: expected a checkpoint dict with a 'state_dict'")
         wilor_config = infer_config(state, config or WiLoRConfig())
         means = read_mano_mean_params(files["mean_params"]) if "mean_params" in files else None
-        wilor = convert_wilor_state(state, wilor_shapes(wilor_config), means, source=str(files["checkpoint"]))
+        wilor = convert_wilor_state(state, parameter_shapes(WiLoR(wilor_config)), means,
+                                    source=str(files["checkpoint"]))
+    elif "seed" in files:
+        wilor, raw_mano = split_seed(read_seed(files["seed"]), str(files["seed"]))
+        wilor_config = infer_config(wilor, config or WiLoRConfig())
+        quantization = inspect_arrays(wilor, wilor_config, str(files["seed"]))
+        if mano_arrays is None:
+            mano_arrays = seed_mano(raw_mano, str(files["seed"]))
     if "detector" in files:
-        from .yolo import convert_detector
-
         det, det_config = convert_detector(files["detector"])
 
     if wilor is not None or det is not None:
         if (dst / CONFIG_FILE).is_file() and (wilor is None or det is None):
             # keep what an earlier conversion wrote for the other network
-            from ..weights import load_arrays_np
-
             old = load_config(dst)
             if wilor is None and "wilor" in old:
-                wilor, wilor_config = load_arrays_np(dst, "wilor."), WiLoRConfig.from_dict(old["wilor"])
+                wilor, wilor_config = read_arrays_np(dst, "wilor."), WiLoRConfig.from_dict(old["wilor"])
                 quantization = old.get("quantization")
             if det is None and "detector" in old:
-                from ..config import DetectorConfig
-
-                det, det_config = load_arrays_np(dst, "detector."), DetectorConfig.from_dict(old["detector"])
+                det, det_config = read_arrays_np(dst, "detector."), DetectorConfig.from_dict(old["detector"])
         if q_bits is not None and wilor is not None:
             if quantization:
                 raise ValueError(f"the WiLoR weights are already quantized ({quantization['bits']}-bit, group size "
                                  f"{quantization['group_size']}); convert without -q/--q-bits")
-            from ..quantize import quantize_arrays
-
             wilor, quantization = quantize_arrays(wilor, wilor_config, q_bits, q_group_size, dtype, uniform=q_uniform)
         save_model(dst, wilor=wilor, wilor_config=wilor_config, detector=det, detector_config=det_config,
                    dtype=dtype, source=source, quantization=quantization)
     elif not (dst / CONFIG_FILE).is_file():
         log.warning("%s holds only MANO; convert the WiLoR checkpoint into it too", dst)
-    if "mano" in files:
-        dst.mkdir(parents=True, exist_ok=True)
-        save_mano(read_mano(files["mano"]), dst / MANO_FILE, source=files["mano"].name)
-    elif seed_mano is not None:
-        save_mano(seed_mano, dst / MANO_FILE, source=files["seed"].name)
+    if mano_arrays is not None:
+        save_mano(mano_arrays, dst / MANO_FILE, source=files.get("mano", files.get("seed")))
     return dst
 
 

@@ -26,6 +26,7 @@ import logging
 import pickle
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -312,8 +313,8 @@ class _SafeUnpickler(pickle.Unpickler):
         path = f"{module}.{name}"
         if self._stand_ins and path.startswith(self._stand_ins):
             return _make_stand_in_class(path, self._classes)
-        hint = " (to record a class as an inert StandIn, pass its prefix in stand_ins)" if self._stand_ins else ""
-        raise UnsafePickleError(f"{self._source}: refusing to load global {path} (not on the allow-list){hint}")
+        raise UnsafePickleError(f"{self._source}: refusing to load: it names {path}, which no checkpoint of these "
+                                f"models needs (loading it could run code; the file may be malicious or damaged)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -508,6 +509,10 @@ def _load_torch_zip(path: Path, stand: tuple[str, ...]) -> Any:
                 if start + nbytes > size:
                     raise CheckpointError(f"{path}: truncated: storage data/{key} runs past the end of the file")
                 raw = fmap[start : start + nbytes]
+                # the zip's own checksum: damage inside a tensor would otherwise pass unnoticed
+                if info.file_size == nbytes and zlib.crc32(raw) != info.CRC:
+                    raise CheckpointError(f"{path}: damaged: the tensor data/{key} does not match its checksum "
+                                          f"(the file was altered or corrupted; download it again)")
             else:  # torch never compresses, but a re-zipped file might
                 raw = np.frombuffer(zf.read(name), np.uint8)
             st = _Storage(key, stype.dtype, numel, _storage_array(stype.dtype, raw, numel, big))

@@ -17,7 +17,8 @@ Everything else (backbone.*, refine_net.dec_*) keeps its name. Their 4-bit file 
 linears exactly as MLX's nn.QuantizedLinear holds them (weight uint32 packed, scales, biases, bias),
 detected by `{layer}.scales`; bits and group size follow from the shapes (mlx_hands.quantize).
 
-Numpy and huggingface_hub only; the names map is pure renaming, so it applies to mlx arrays too.
+Numpy only; the names map is pure renaming, so it applies to mlx arrays too. mlx_hands.hub downloads the
+files and converts them once (convert(seed=...)); nothing is renamed at load.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ import re
 from pathlib import Path
 
 import numpy as np
-
 from ..config import MANO_FINGERTIPS, MANO_TO_OPENPOSE
+from ..models.wilor import WiLoR
+from ..quant import apply_quantization
+from ..weights import MANO_KEYS, check_mano, check_weights, read_safetensors
 
 log = logging.getLogger(__name__)
 
-SEED_REPOS = ("BasinShapers/wilor-mlx",)
-SEED_FILES = ("wilor-mlx.safetensors", "wilor-mlx-int4.safetensors")  # preferred first
 _RENAMES = {
     "first_conv": "first_conv.0",
     "branch0_conv": "deconv.0.0",
@@ -51,11 +52,6 @@ _MANO_NAMES = {"v_template": "v_template", "shapedirs": "shapedirs", "posedirs":
                "J_regressor": "J_regressor", "lbs_weights": "lbs_weights", "parents": "parents",
                "faces": "faces", "faces_tensor": "faces"}
 _MANO_FIXED = {"extra_joints_idxs": MANO_FINGERTIPS, "joint_map": MANO_TO_OPENPOSE}
-
-
-def is_seed_layout(keys) -> bool:
-    keys = set(keys)
-    return "backbone.pos_embed" in keys and not any(k.startswith(("wilor.", "detector.")) for k in keys)
 
 
 def split_seed(arrays: dict, source: str) -> tuple[dict, dict]:
@@ -94,8 +90,6 @@ def seed_mano(raw: dict, source: str) -> dict[str, np.ndarray] | None:
     """
     if not raw:
         return None
-    from .mano import MANO_KEYS, _validate
-
     out = {}
     for name, canon in _MANO_NAMES.items():
         if name in raw:
@@ -110,58 +104,21 @@ def seed_mano(raw: dict, source: str) -> dict[str, np.ndarray] | None:
     parents = out["parents"].astype(np.int64)
     parents[(parents < 0) | (parents == 2**32 - 1)] = -1  # the root as stored by kintree_table (uint32 -1)
     out["parents"] = parents
-    return _validate(out, f"{source} (mano.*)")
+    return check_mano(out, f"{source} (mano.*)")
 
 
 def read_seed(path: str | Path) -> dict[str, np.ndarray]:
     """All tensors of a seed safetensors file as numpy (their files are float32 and uint32)."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"wilor-mlx weights not found: {path}")
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # header damage, truncation, bfloat16 (numpy has none)
-        raise ValueError(f"{path} is not a readable safetensors file ({e})") from None
+    return read_safetensors(path)[0]
 
 
-def _hub_file(repo_id: str, filename: str, revision: str | None) -> Path:
-    from huggingface_hub import hf_hub_download
-
-    try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision))
-    except Exception as e:  # offline, missing, gated: one error with the way out
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise FileNotFoundError(
-            f"could not get {filename} from the Hub repository {repo_id} ({type(e).__name__}: {first}). "
-            f"Download it from https://huggingface.co/{repo_id} and pass its path") from None
-
-
-def find_seed_file(path_or_repo, *, revision: str | None = None) -> Path | None:
-    """The seed-layout safetensors file `path_or_repo` names, downloading it if needed; None if it names
-    something else (a converted folder, the original files, another Hub repository).
-
-    Accepted: a path to a seed .safetensors file; a folder holding wilor-mlx.safetensors or
-    wilor-mlx-int4.safetensors (and no config.json); the seed Hub repository (its float32 file); a Hub
-    file "owner/name/file.safetensors" (e.g. "BasinShapers/wilor-mlx/wilor-mlx-int4.safetensors").
-    """
-    if path_or_repo is None:
-        return None
-    target = str(path_or_repo)
-    local = Path(target).expanduser()
-    if local.is_file():
-        return local if local.suffix == ".safetensors" and local.name != "model.safetensors" else None
-    if local.is_dir():
-        if (local / "config.json").is_file():
-            return None
-        return next((local / n for n in SEED_FILES if (local / n).is_file()), None)
-    if local.exists() or target.startswith((".", "/", "~")):
-        return None
-    parts = target.split("/")
-    if len(parts) == 2 and target.lower() in {r.lower() for r in SEED_REPOS}:
-        return _hub_file(target, SEED_FILES[0], revision)
-    if len(parts) == 3 and parts[2].endswith(".safetensors") and all(parts):
-        return _hub_file("/".join(parts[:2]), parts[2], revision)
-    return None
+def inspect_arrays(arrays: dict, config, source: str) -> dict | None:
+    """Check WiLoR arrays (numpy or mlx, float or quantized) against WiLoR(config) by name and shape;
+    return their quantization entry (None for float weights). Nothing is computed."""
+    model = WiLoR(config)
+    entry = apply_quantization(model, arrays, None, source)
+    check_weights(model, arrays, source)
+    return entry

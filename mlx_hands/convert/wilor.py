@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..config import RefineNetConfig, ViTConfig, WiLoRConfig
+from ..config import RefineNetConfig, WiLoRConfig
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import DetectorConfig
+from .safe_pickle import load_torch_file, module_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +246,6 @@ def config_from_checkpoint(ckpt: dict, model, source: str = "detector") -> Detec
 
 def convert_detector(path: str | Path) -> tuple[dict[str, np.ndarray], DetectorConfig]:
     """Read an ultralytics YOLOv8-pose .pt (WiLoR's detector.pt) -> (MLX arrays, DetectorConfig)."""
-    from .safe_pickle import load_torch_file, module_state_dict
 
     path = Path(path)
     ckpt = load_torch_file(path, stand_ins=("ultralytics.", "torch.nn.modules."))

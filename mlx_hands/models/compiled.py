@@ -5,15 +5,16 @@ On a GPU it is on by default. On the CPU it is off by default: MLX compiles CPU 
 C++ compiler (seconds to tens of seconds for each new shape) for little gain next to the matrix products.
 The compiled function takes the module itself as an implicit input, so it reads the current weights at
 every call: loading weights, set_dtype and quantization are all seen; a new input shape or dtype traces
-once more. MLX_HANDS_COMPILE=0 or 1 in the environment overrides the default.
+once more. MLX_HANDS_COMPILE=0 or 1 in the environment overrides the default (mlx_hands.settings).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Callable
 
 import mlx.core as mx
+
+from ..settings import compile_override
 
 
 def compile_enabled(setting: bool | None, training: bool) -> bool:
@@ -22,9 +23,9 @@ def compile_enabled(setting: bool | None, training: bool) -> bool:
     if training:
         return False
     if setting is None:
-        env = os.environ.get("MLX_HANDS_COMPILE", "").strip()
-        if env in ("0", "1"):
-            return env == "1"
+        env = compile_override()
+        if env is not None:
+            return env
         return mx.default_device().type == mx.DeviceType.gpu
     return bool(setting)
 

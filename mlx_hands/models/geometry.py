@@ -92,11 +92,6 @@ def _quat_components(R: mx.array):
     return tuple(c * sign for c in q)
 
 
-def rotmat_to_quat(R: mx.array) -> mx.array:
-    """Rotation matrix (..., 3, 3) -> unit quaternion (..., 4) as (x, y, z, w), w >= 0 (Shepperd's method)."""
-    return _join(list(_quat_components(R)))
-
-
 def rotmat_to_axis_angle(R: mx.array) -> mx.array:
     """Rotation matrix (..., 3, 3) -> axis-angle (..., 3), angle in [0, pi]; one CUDA kernel for float32
     where available (models/kernels.py), else _rotmat_to_axis_angle_ops."""

@@ -16,24 +16,25 @@ Used only where a measurement showed it pays (BENCHMARKS.md):
 * ``rotations``: 6D -> rotation matrix and rotation matrix -> axis-angle, a thread per rotation (the ops
   fuse into ~12 and ~20 small kernels under mx.compile).
 
-The kernels run where MLX runs on CUDA; Metal and the CPU take the fallbacks. MLX_HANDS_NO_KERNELS=all, or a
-comma list of the names above, turns kernels off (A/B benchmarks, debugging); so does ``disable``.
+The kernels run where MLX runs on CUDA; Metal and the CPU take the fallbacks. ``with disabled("gelu"):`` (or
+"all") turns kernels off for a block of code (A/B benchmarks, debugging); MLX_HANDS_NO_KERNELS=all, or a comma
+list of the names above, does it for the whole process (mlx_hands.settings).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-import logging
 import math
-import os
 
 import mlx.core as mx
 
+from ..settings import disabled_kernels
+
 NAMES = ("add_layer_norm", "gelu", "sample_max", "mano", "rotations")
-_disabled: set[str] = {n.strip() for n in os.environ.get("MLX_HANDS_NO_KERNELS", "").split(",") if n.strip()}
-if _disabled - set(NAMES) - {"all"}:
-    logging.getLogger(__name__).warning("MLX_HANDS_NO_KERNELS: unknown name(s) %s ignored; known: all, %s",
-                                        sorted(_disabled - set(NAMES) - {"all"}), ", ".join(NAMES))
+# kernels turned off for the current block of code (`disabled(...)`); None: as MLX_HANDS_NO_KERNELS says
+_off: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar("mlx_hands_kernels_off", default=None)
 
 
 def cuda_kernels_available() -> bool:
@@ -41,19 +42,29 @@ def cuda_kernels_available() -> bool:
     return mx.default_device().type == mx.DeviceType.gpu and mx.cuda.is_available()
 
 
-def disable(*names: str) -> None:
-    """Turn kernels off by name ("all" for every one); ``disable()`` with no names turns them all back on."""
+@contextlib.contextmanager
+def disabled(*names: str):
+    """`with disabled("gelu", "mano"):` (or "all") runs a block with those kernels off and the others on,
+    whatever MLX_HANDS_NO_KERNELS says; the previous state is restored after the block."""
     unknown = set(names) - set(NAMES) - {"all"}
     if unknown:
-        raise ValueError(f"unknown kernel name(s) {sorted(unknown)}; known: {NAMES}")
-    _disabled.clear()
-    _disabled.update(names)
+        raise ValueError(f"unknown kernel name(s) {sorted(unknown)}; known: all, {', '.join(NAMES)}")
+    token = _off.set(frozenset(NAMES) if "all" in names else frozenset(names))
+    try:
+        yield
+    finally:
+        _off.reset(token)
+
+
+def _turned_off() -> frozenset[str]:
+    off = _off.get()
+    return disabled_kernels(NAMES) if off is None else off
 
 
 def enabled(name: str, override: bool | None = None) -> bool:
     if override is not None:
         return override
-    return name not in _disabled and "all" not in _disabled and cuda_kernels_available()
+    return name not in _turned_off() and cuda_kernels_available()
 
 
 @functools.cache

@@ -11,12 +11,6 @@ from __future__ import annotations
 import mlx.core as mx
 
 
-def blend_shapes(betas: mx.array, shapedirs: mx.array) -> mx.array:
-    """betas (B, K), shapedirs (V, 3, K) -> per-vertex offsets (B, V, 3)."""
-    V = shapedirs.shape[0]
-    return (betas @ shapedirs.reshape(V * 3, -1).T).reshape(betas.shape[0], V, 3)
-
-
 def _mm3(a: mx.array, b: mx.array) -> mx.array:
     """a (..., 3, 3) @ b (..., 3, n) as three broadcast multiply-adds (fusable; no GEMM launch for 3x3s)."""
     return a[..., :, 0:1] * b[..., 0:1, :] + a[..., :, 1:2] * b[..., 1:2, :] + a[..., :, 2:3] * b[..., 2:3, :]

@@ -107,7 +107,9 @@ def sample_points(feat: mx.array, uv: mx.array) -> mx.array:
     w = mx.where(dx == 0, 1 - fu, fu) * mx.where(dy == 0, 1 - fv, fv)
     valid = (x >= 0) & (x <= W - 1) & (y >= 0) & (y <= H - 1)
     w = mx.where(valid, w, 0.0).astype(feat.dtype)[..., None]  # (B, N, 4, 1)
-    idx = (mx.clip(y, 0, H - 1) * W + mx.clip(x, 0, W - 1)).astype(mx.int32)
+    # invalid corners (outside the map, or NaN coordinates: every comparison is false) read element 0 with weight
+    # 0; a NaN cast to an integer would index anywhere
+    idx = (mx.where(valid, y, 0.0) * W + mx.where(valid, x, 0.0)).astype(mx.int32)
     idx = idx + (mx.arange(B, dtype=mx.int32) * (H * W))[:, None, None]
     g = mx.take(feat.reshape(B * H * W, C), idx.reshape(-1), axis=0).reshape(B, N, 4, C)
     return g[:, :, 0] * w[:, :, 0] + g[:, :, 1] * w[:, :, 1] + g[:, :, 2] * w[:, :, 2] + g[:, :, 3] * w[:, :, 3]

@@ -12,6 +12,7 @@ import mlx.nn as nn
 import numpy as np
 
 from ..config import WiLoRConfig
+from ..transfer import to_device
 from . import kernels
 from .compiled import CompiledForward, compile_enabled
 from .geometry import rotmat_to_axis_angle
@@ -74,27 +75,6 @@ class WiLoR(nn.Module):
         self._compiled = CompiledForward()
         self.eval()  # BatchNorm uses its running statistics
 
-    @classmethod
-    def from_pretrained(cls, path_or_repo=None, *, mano_path=None, dtype: str | None = None, revision=None,
-                        quantize=None) -> "WiLoR":
-        """Load a converted directory, a folder of original files, or a Hub repository (default
-        warmshao/WiLoR-mini: downloaded and converted once; see mlx_hands.hub).
-
-        The seed project's files load too: "BasinShapers/wilor-mlx" (its float32 file), a Hub file such as
-        "BasinShapers/wilor-mlx/wilor-mlx-int4.safetensors", or a local .safetensors path; MANO then comes
-        from mano_path= (see mlx_hands.convert.seed). The stored precision is used as is; dtype= casts the
-        float weights and quantize= (4, 8 or {"bits": 4, "group_size": 64}) quantizes a float model.
-        """
-        from ..convert.seed import find_seed_file
-        from ..hub import resolve
-        from ..weights import load_seed_wilor, load_wilor
-
-        seed = find_seed_file(path_or_repo, revision=revision)
-        if seed is not None:
-            return load_seed_wilor(seed, mano_path=mano_path, dtype=dtype, quantize=quantize)
-        local = resolve(path_or_repo, revision=revision, detector=False)
-        return load_wilor(local, mano_path=mano_path, dtype=dtype, quantize=quantize)
-
     @property
     def faces(self) -> np.ndarray:
         """MANO triangles (F, 3), right-hand winding."""
@@ -112,28 +92,45 @@ class WiLoR(nn.Module):
         left = (crops.shape[2] - w) // 2
         return crops[:, :h, left : left + w]
 
-    def check_crops(self, crops) -> None:
+    def check_crops(self, crops) -> mx.array:
+        """numpy or MLX crops -> the MLX array the network reads, or one ValueError naming the problem.
+
+        numpy crops travel to the device through mlx_hands.transfer (only the columns the network reads);
+        float crops must be finite (a NaN would spread through every output).
+        """
         s = self.config.image_size
         h, w = self.config.vit.image_size
-        shape = tuple(crops.shape)
+        shape = tuple(getattr(crops, "shape", ()))
+        if not isinstance(crops, (mx.array, np.ndarray)):
+            raise ValueError(f"crops must be a numpy or MLX array (B, {s}, {s}, 3), got {type(crops).__name__}")
         if len(shape) != 4 or shape[1:] not in ((s, s, 3), (h, w, 3)):
             raise ValueError(f"crops must have shape (B, {s}, {s}, 3) (NHWC, RGB), or (B, {h}, {w}, 3) for the "
                              f"middle columns only (input_window), got {shape}")
         if shape[0] == 0:
             raise ValueError("crops is an empty batch")
+        if isinstance(crops, np.ndarray):
+            if crops.dtype not in (np.uint8, np.float32, np.float16):
+                raise ValueError(f"crops must be uint8 or float32/float16 (values 0..255), got numpy {crops.dtype}")
+            if crops.dtype != np.uint8 and not np.isfinite(crops).all():
+                raise ValueError("crops contain NaN or infinite values")
+            return to_device(self.input_window(crops))
         if crops.dtype not in (mx.uint8, mx.float32, mx.float16, mx.bfloat16):
             raise ValueError(f"crops must be uint8 or float (values 0..255), got {crops.dtype}")
+        if crops.dtype != mx.uint8 and not mx.all(mx.isfinite(crops)).item():
+            raise ValueError("crops contain NaN or infinite values")
+        return crops
 
-    def __call__(self, crops: mx.array, focal_length: float | mx.array | None = None) -> WiLoROutput:
-        """crops (B, 256, 256, 3): RGB, uint8 or float with values 0..255 -> WiLoROutput. The network reads the
-        middle 192 columns only; crops of just those, (B, 256, 192, 3), give the same output (input_window).
+    def __call__(self, crops: mx.array | np.ndarray, focal_length: float | mx.array | None = None) -> WiLoROutput:
+        """crops (B, 256, 256, 3): RGB, uint8 or float with values 0..255, numpy or MLX -> WiLoROutput (MLX arrays).
+        The network reads the middle 192 columns only; crops of just those, (B, 256, 192, 3), give the same
+        output (input_window).
 
         focal_length: the crop camera's focal length F (pixels of the 256-px crop), a float or (B,)
         array; default config.focal_length (5000). WiLoR-mini's `focal_length` setting: RefineNet
         projects the first-pass mesh with it. A real camera's focal f (pixels of the full W x H image)
         corresponds to F = f * 256 / max(W, H).
         """
-        self.check_crops(crops)
+        crops = self.check_crops(crops)
         F = self.config.focal_length if focal_length is None else focal_length
         if compile_enabled(self.compile, self.training):
             # F enters as an array so that a new focal length does not retrace

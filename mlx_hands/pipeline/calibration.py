@@ -1,4 +1,4 @@
-"""Calibration crops for GPTQ quantization (mlx_hands.quantize): hands cut from the user's photos, exactly
+"""Calibration crops for GPTQ quantization (mlx_hands.quant): hands cut from the user's photos, exactly
 as the pipeline cuts them for WiLoR, or crops already saved as .npy/.npz."""
 
 from __future__ import annotations
@@ -8,14 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import CONF
 from . import preprocess
 from .detection import detect
 from .images import is_image_path, read_image
+from .runner import folder_detector
 
 log = logging.getLogger(__name__)
 
 MAX_CROPS = 64
-CONF = 0.3  # WiLoR's demo threshold
 
 
 def _load_array(path: Path) -> np.ndarray:
@@ -84,3 +85,12 @@ def calibration_crops(paths, detector_fn=None, *, imgsz: int = 640, kpt_shape=(2
         where = "the photos" if files else "the given files"
         raise ValueError(f"no calibration crops: no hands found in {where}")
     return np.stack(crops[:max_crops]).astype(np.float32)
+
+
+def folder_calibration_crops(folder, paths, *, max_crops: int = MAX_CROPS) -> np.ndarray:
+    """calibration_crops with the hand detector of the converted model `folder` (if it has one)."""
+    found = folder_detector(folder)
+    if found is None:
+        return calibration_crops(paths, None, max_crops=max_crops)
+    fn, config = found
+    return calibration_crops(paths, fn, imgsz=config.imgsz, kpt_shape=config.kpt_shape, max_crops=max_crops)

@@ -29,9 +29,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-CONF = 0.3  # WiLoR's demo / WiLoR-mini
-IOU = 0.7  # ultralytics default (WiLoR's Gradio demo uses 0.5)
-MAX_DET = 300
+from ..config import CONF, IOU, MAX_DET
+
 MAX_NMS = 30000  # ultralytics: boxes fed to NMS at most
 MAX_WH = 7680  # ultralytics: per-class box offset for class-aware NMS
 PAD_VALUE = 114

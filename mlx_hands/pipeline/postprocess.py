@@ -19,32 +19,12 @@ Three ways to choose the camera (`camera_intrinsics`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from .types import Hand
-
-FOCAL_LENGTH = 5000.0  # WiLoR's crop-camera focal length, pixels at the crop size
-PATCH_SIZE = 256
-
-
-@dataclass(frozen=True)
-class Camera:
-    """Full-image pinhole camera in pixels."""
-
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-
-    @property
-    def focal(self) -> float:
-        return 0.5 * (self.fx + self.fy)
-
-    @property
-    def K(self) -> np.ndarray:
-        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+from ..config import CROP_SIZE as PATCH_SIZE
+from ..config import FOCAL_LENGTH
+from ..geometry import Camera, project
+from ..types import Hand
 
 
 def scaled_focal_length(image_wh, focal_length: float = FOCAL_LENGTH, patch_size: int = PATCH_SIZE) -> float:
@@ -136,15 +116,6 @@ def cam_crop_to_full(
     return np.stack([tx, ty, tz], axis=-1)
 
 
-def project(points: np.ndarray, cam_t: np.ndarray, camera: Camera) -> np.ndarray:
-    """Pinhole projection of (N, K, 3) camera-axis points translated by cam_t (N, 3) -> (N, K, 2) pixels."""
-    p = np.asarray(points, dtype=np.float64) + np.asarray(cam_t, dtype=np.float64)[:, None, :]
-    z = p[..., 2]
-    u = camera.fx * p[..., 0] / z + camera.cx
-    v = camera.fy * p[..., 1] / z + camera.cy
-    return np.stack([u, v], axis=-1)
-
-
 def make_hands(
     *,
     boxes: np.ndarray,
@@ -170,7 +141,7 @@ def make_hands(
     is_right = np.asarray(is_right).reshape(-1)
     cam, kp3, verts, go, hp = unmirror(is_right, cam, keypoints_3d, vertices, global_orient, hand_pose)
     cam_t = cam_crop_to_full(cam, centers, sizes, image_wh, camera)
-    kp2 = project(kp3, cam_t, camera)
+    kp2 = project(np.asarray(kp3, np.float64) + cam_t[:, None, :], camera)
     extra = {} if camera.fx == camera.fy else {"fx": camera.fx, "fy": camera.fy}
     hands = []
     for i in range(len(is_right)):

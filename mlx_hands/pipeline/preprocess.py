@@ -29,8 +29,8 @@ import math
 import cv2
 import numpy as np
 
-PATCH_SIZE = 256
-RESCALE_FACTOR = 2.5
+from ..config import CROP_SIZE as PATCH_SIZE
+from ..config import RESCALE_FACTOR
 BLUR_TRUNCATE = 4.0  # scipy.ndimage.gaussian_filter default, used by skimage.filters.gaussian
 _WARP_MARGIN = 2  # px read around the warp footprint: bilinear neighbour + fixed-point rounding of coordinates
 

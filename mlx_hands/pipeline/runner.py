@@ -1,48 +1,58 @@
 """HandPosePipeline: image -> detector -> crops -> WiLoR (one batched call) -> Hand records.
 
-The one module of pipeline/ that touches MLX: numpy arrays go in to the networks as mx.array and come back
-as numpy right after. Everything around it (pre/post-processing, detection decoding, NMS) is numpy/OpenCV.
+The one module of pipeline/ that touches MLX: numpy arrays go in to the networks through mlx_hands.transfer and
+come back as numpy right after. Everything around it (pre/post-processing, detection decoding, NMS) is
+numpy/OpenCV.
 
     pipe = HandPosePipeline.from_pretrained("path/or/hub-repo")
     hands = pipe("photo.jpg")                        # or an (H, W, 3) RGB uint8 array
     hands = pipe.predict_with_boxes(rgb, boxes, is_right)
+    many = pipe.predict_many([rgb1, rgb2])           # one WiLoR forward for the hands of all images
     pipe.last_timings                                # seconds per stage of the last call
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import mlx.core as mx
 import numpy as np
 
+from ..config import CONF, IOU, MAX_DET
+from ..geometry import oriented_faces
+from ..hub import load
+from ..transfer import device_name, from_device, to_device
+from ..weights import load_detector
+from ..types import Hand
 from . import postprocess, preprocess
-from ..models.transfer import from_device, to_device
+from .detection import detect
 from .images import load_image
-from .types import Hand
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONF = 0.3
-DEFAULT_IOU = 0.7
-DEFAULT_MAX_DET = 300
+_OUTPUTS = ("cam", "keypoints_3d", "global_orient", "hand_pose", "betas")
+# A caller's box may be at most this many times the image's larger side: the crop around it (2.5x the box) then
+# still costs no more than a blur and a warp of the image itself; far larger ones mean a unit mix-up.
+MAX_BOX_RATIO = 4
 
 
-def _to_numpy(tree):
-    """mx.array (or nested tuples/lists/dicts of them) -> numpy, float32 for any float dtype."""
-    if isinstance(tree, mx.array):
-        if mx.issubdtype(tree.dtype, mx.floating) and tree.dtype != mx.float32:
-            tree = tree.astype(mx.float32)  # numpy has no bfloat16
-        return np.array(tree)
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_to_numpy(t) for t in tree)
-    if isinstance(tree, dict):
-        return {k: _to_numpy(v) for k, v in tree.items()}
-    return tree
+def as_numpy(network):
+    """An MLX network as a numpy -> numpy function: the input goes to the device through mlx_hands.transfer, the
+    (float) output comes back as float32 numpy in one copy."""
+
+    def fn(batch: np.ndarray) -> np.ndarray:
+        return from_device({"out": network(to_device(batch))})["out"]
+
+    return fn
+
+
+def folder_detector(folder):
+    """(numpy detector function, DetectorConfig) of a converted folder's hand detector, or None if it has none."""
+    det = load_detector(folder)
+    return None if det is None else (as_numpy(det), det.config)
 
 
 def validate_boxes(boxes, is_right, image_wh, confidence=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -64,11 +74,15 @@ def validate_boxes(boxes, is_right, image_wh, confidence=None) -> tuple[np.ndarr
         raise ValueError(f"is_right must have one entry per box: {len(b)} boxes, {len(r)} is_right values")
     if not np.all((r == 0) | (r == 1)):
         raise ValueError(f"is_right must be booleans or 0 (left) / 1 (right), got {r.tolist()}")
+    limit = MAX_BOX_RATIO * max(W, H)
     for i, (x1, y1, x2, y2) in enumerate(b):
         if x2 <= x1 or y2 <= y1:
             raise ValueError(f"box {i} {[x1, y1, x2, y2]} has zero or negative size (expected x1 < x2, y1 < y2)")
         if x2 <= 0 or y2 <= 0 or x1 >= W or y1 >= H:
             raise ValueError(f"box {i} {[x1, y1, x2, y2]} lies outside the {W}x{H} image")
+        if max(x2 - x1, y2 - y1) > limit:
+            raise ValueError(f"box {i} is {max(x2 - x1, y2 - y1):.0f} pixels across: at most {MAX_BOX_RATIO}x the "
+                             f"{W}x{H} image's larger side ({limit} pixels)")
     if confidence is None:
         c = np.ones(len(b), np.float32)
     else:
@@ -80,16 +94,34 @@ def validate_boxes(boxes, is_right, image_wh, confidence=None) -> tuple[np.ndarr
     return b, r.astype(bool), c
 
 
+@dataclass
+class _Frame:
+    """One image on its way through the pipeline: its hands' boxes, crops and camera."""
+
+    image: np.ndarray
+    boxes: np.ndarray
+    is_right: np.ndarray
+    confidence: np.ndarray
+    keypoints: np.ndarray | None  # the detector's, or None for caller-given boxes
+    camera: postprocess.Camera
+    F: float  # the network's crop focal length for this image
+    timings: dict
+    crops: np.ndarray | None = None
+    centers: np.ndarray | None = None
+    sizes: np.ndarray | None = None
+
+
 class HandPosePipeline:
     """Detector + WiLoR around numpy images.
 
-    model: a WiLoR model (`model(crops mx (B, 256, 256, 3) RGB 0..255) -> WiLoROutput`, `model.faces`).
+    model: a WiLoR model (`model(crops (B, 256, 256, 3) RGB 0..255, focal_length=) -> WiLoROutput`, `model.faces`).
     detector: the YOLOv8-pose hand detector (`detector(mx (1, h, w, 3) uint8 letterboxed RGB) -> decoded head
         output`), or None: then only predict_with_boxes works.
     conf, iou, max_det, imgsz: detector settings (WiLoR's demo: 0.3, ultralytics' 0.7 and 300; imgsz None = the
         detector config's). rescale_factor: crop side / max box side (2.5 as WiLoR-mini; the original demo 2.0).
     focal_length: the crop camera's F in WiLoR units (default: the model config's, 5000); focal_length_px: a
         real focal length in pixels of the input images instead. See postprocess for the camera conventions.
+    info: the model's identity for result files (mlx_hands.hub.model_info).
     """
 
     def __init__(
@@ -97,9 +129,9 @@ class HandPosePipeline:
         model,
         detector=None,
         *,
-        conf: float = DEFAULT_CONF,
-        iou: float = DEFAULT_IOU,
-        max_det: int = DEFAULT_MAX_DET,
+        conf: float = CONF,
+        iou: float = IOU,
+        max_det: int = MAX_DET,
         imgsz: int | None = None,
         rescale_factor: float = preprocess.RESCALE_FACTOR,
         focal_length: float | None = None,
@@ -123,30 +155,33 @@ class HandPosePipeline:
     @classmethod
     def from_pretrained(
         cls,
-        path_or_repo: str | Path | None = None,
+        source: str | Path | None = None,
         *,
         mano_path: str | Path | None = None,
         dtype: str | None = None,
+        quantize=None,
         revision: str | None = None,
         detector: bool = True,
         **settings,
     ) -> "HandPosePipeline":
-        """Load WiLoR and the hand detector from a converted directory, a folder of the original files or a
-        Hub repository (default warmshao/WiLoR-mini; see mlx_hands.hub). detector=False loads WiLoR only.
+        """mlx_hands.hub.load(source, ...): a converted folder, a folder of the original files, the predecessor
+        project's file or a Hub repository (default warmshao/WiLoR-mini). detector=False loads WiLoR only.
 
         settings go to the constructor (conf, iou, max_det, imgsz, rescale_factor, focal_length, focal_length_px).
         """
-        from ..hub import resolve
-        from ..models.wilor import WiLoR
-        from ..weights import load_detector
+        loaded = load(source, mano_path=mano_path, dtype=dtype, quantize=quantize, revision=revision,
+                      detector=detector)
+        return cls(loaded.wilor, loaded.detector, info=loaded.info, **settings)
 
-        local = Path(resolve(path_or_repo, revision=revision, detector=detector))
-        model = WiLoR.from_pretrained(local, mano_path=mano_path, dtype=dtype)
-        det = load_detector(local, dtype=dtype) if detector else None
-        if detector and det is None:
-            log.warning("%s holds no hand detector: only predict_with_boxes will work", local)
-        info = _model_info(path_or_repo, local, model, dtype)
-        return cls(model, det, info=info, **settings)
+    @property
+    def device(self) -> str:
+        """The MLX device the networks run on, e.g. 'gpu (NVIDIA H200)' or 'cpu'."""
+        return device_name()
+
+    def settings_dict(self) -> dict:
+        """The settings recorded in result files."""
+        return {"conf": self.conf, "iou": self.iou, "max_det": self.max_det, "rescale_factor": self.rescale_factor,
+                "focal_length_crop": self.focal_length, "focal_length_px": self.focal_length_px}
 
     # ---------------------------------------------------------------- public API
     def __call__(
@@ -162,17 +197,8 @@ class HandPosePipeline:
         include_vertices: bool = True,
     ) -> list[Hand]:
         """Detect every hand in an image (path or (H, W, 3) RGB uint8 array; see images.py) -> Hands, best first."""
-        if self.detector is None:
-            raise ValueError("this pipeline has no hand detector; pass boxes with predict_with_boxes()")
-        timings = {}
-        t = time.perf_counter()
-        img = load_image(image)
-        timings["load"] = time.perf_counter() - t
-        t = time.perf_counter()
-        boxes, is_right, scores, kps = self._detections(img, conf, iou, max_det)
-        timings["detect"] = time.perf_counter() - t
-        return self._run(img, boxes, is_right, scores, kps, timings, rescale_factor, focal_length_px, K,
-                         include_vertices)
+        return self.predict_many([image], conf=conf, iou=iou, max_det=max_det, rescale_factor=rescale_factor,
+                                 focal_length_px=focal_length_px, K=K, include_vertices=include_vertices)[0]
 
     def predict_many(
         self,
@@ -183,44 +209,33 @@ class HandPosePipeline:
         max_det: int | None = None,
         rescale_factor: float | None = None,
         focal_length_px: float | None = None,
+        K: np.ndarray | None = None,
         include_vertices: bool = True,
     ) -> list[list[Hand]]:
-        """Several images at once: the detector on each, then one WiLoR forward for the hands of all of them
-        (where a GPU earns its keep). The same hands as calling the pipeline on each image; last_timings holds
-        the stages summed over the batch."""
+        """Several images (paths or RGB uint8 arrays): the detector on each, then ONE WiLoR forward for the hands of
+        all of them -> one list of Hands per image, the same as calling the pipeline on each image."""
         if self.detector is None:
             raise ValueError("this pipeline has no hand detector; pass boxes with predict_with_boxes()")
-        timings = dict.fromkeys(("load", "detect", "crop", "model", "post"), 0.0)
-        prepared = []
-        for i, image in enumerate(images):
+        frames = []
+        for image in images:
+            timings = {}
             t = time.perf_counter()
-            img = load_image(image, name=f"images[{i}]")
-            timings["load"] += time.perf_counter() - t
+            img = load_image(image)
+            timings["load"] = time.perf_counter() - t
             t = time.perf_counter()
-            det = self._detections(img, conf, iou, max_det)
-            timings["detect"] += time.perf_counter() - t
-            t = time.perf_counter()
-            prepared.append((img, det, self._prepare(img, det[0], det[1], rescale_factor, focal_length_px, None)))
-            timings["crop"] += time.perf_counter() - t
-        counts = [len(det[0]) for _, det, _ in prepared]
-        out = None
-        if sum(counts):
-            t = time.perf_counter()
-            crops = np.concatenate([p[1] for *_, p in prepared if len(p[1])])
-            Fs = np.concatenate([np.full(n, p[4], np.float32) for n, (*_, p) in zip(counts, prepared) if n])
-            F = float(Fs[0]) if np.all(Fs == Fs[0]) else mx.array(Fs)  # a scalar as pipe(image) passes it
-            out = self._forward(crops, F, include_vertices)
-            timings["model"] += time.perf_counter() - t
-        results, start = [], 0
-        for n, (img, (boxes, is_right, scores, kps), (camera, _, centers, sizes, _)) in zip(counts, prepared):
-            t = time.perf_counter()
-            o = {k: v[start : start + n] for k, v in out.items()} if n else None
-            results.append(self._hands(img, boxes, is_right, scores, kps, camera, centers, sizes, o) if n else [])
-            start += n
-            timings["post"] += time.perf_counter() - t
-        timings["total"] = sum(timings.values())
-        self.last_timings = timings
-        return results
+            det = self.detect(img, conf=conf, iou=iou, max_det=max_det)
+            timings["detect"] = time.perf_counter() - t
+            boxes = np.asarray(det.boxes, dtype=np.float64).reshape(-1, 4)
+            is_right = np.asarray(det.classes).reshape(-1) == 1  # detector classes: 0 = left, 1 = right
+            scores = np.asarray(det.scores, dtype=np.float32).reshape(-1)
+            kps = np.asarray(det.keypoints)
+            # a box clipped to a sliver at the image edge can round to zero width; it has no crop
+            keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            if not keep.all():
+                log.debug("dropping %d zero-size detections", int((~keep).sum()))
+                boxes, is_right, scores, kps = boxes[keep], is_right[keep], scores[keep], kps[keep]
+            frames.append(self._frame(img, boxes, is_right, scores, kps, timings, focal_length_px, K))
+        return self._run(frames, rescale_factor, include_vertices)
 
     def predict_with_boxes(
         self,
@@ -242,12 +257,13 @@ class HandPosePipeline:
         timings["detect"] = 0.0
         H, W = img.shape[:2]
         b, r, c = validate_boxes(boxes, is_right, (W, H), confidence)
-        return self._run(img, b, r, c, None, timings, rescale_factor, focal_length_px, K, include_vertices)
+        return self._run([self._frame(img, b, r, c, None, timings, focal_length_px, K)], rescale_factor,
+                         include_vertices)[0]
 
     def detect(self, image: np.ndarray, *, conf=None, iou=None, max_det=None):
         """Run the hand detector on an (H, W, 3) RGB uint8 image -> Detections (see detection.py)."""
-        from .detection import detect
-
+        if self.detector is None:
+            raise ValueError("this pipeline has no hand detector")
         cfg = getattr(self.detector, "config", None)
         return detect(
             self._detector_fn,
@@ -260,35 +276,20 @@ class HandPosePipeline:
             uint8_input=True,
         )
 
+    def detector_fn(self):
+        """The detector as a numpy -> numpy function (letterboxed uint8 (1, h, w, 3) -> decoded head output),
+        as pipeline.detection.detect and pipeline.calibration take it."""
+        return self._detector_fn
+
     def faces(self, is_right: bool = True) -> np.ndarray:
         """MANO triangles (F, 3) for one hand side; left hands need the reversed winding (mirrored mesh)."""
-        f = np.asarray(self.model.faces)
-        return f if is_right else f[:, ::-1].copy()
+        return oriented_faces(np.asarray(self.model.faces), is_right)
 
     # ---------------------------------------------------------------- internals
-    def _detector_fn(self, batch: np.ndarray):
-        out = self.detector(to_device(batch))
-        if isinstance(out, mx.array) and mx.issubdtype(out.dtype, mx.floating):
-            return from_device({"out": out})["out"]  # float32, through the pinned buffer on CUDA
-        mx.eval(out)
-        return _to_numpy(out)
+    def _detector_fn(self, batch: np.ndarray) -> np.ndarray:
+        return as_numpy(self.detector)(batch)  # float32, through the pinned buffer on CUDA
 
-    def _detections(self, img, conf, iou, max_det):
-        """Detector on one RGB image -> (boxes (N, 4) float64, is_right (N,) bool, scores (N,), keypoints)."""
-        det = self.detect(img, conf=conf, iou=iou, max_det=max_det)
-        boxes = np.asarray(det.boxes, dtype=np.float64).reshape(-1, 4)
-        is_right = np.asarray(det.classes).reshape(-1) == 1  # detector classes: 0 = left, 1 = right
-        scores = np.asarray(det.scores, dtype=np.float32).reshape(-1)
-        kps = np.asarray(det.keypoints)
-        # a box clipped to a sliver at the image edge can round to zero width; it has no crop
-        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        if not keep.all():
-            log.debug("dropping %d zero-size detections", int((~keep).sum()))
-            boxes, is_right, scores, kps = boxes[keep], is_right[keep], scores[keep], kps[keep]
-        return boxes, is_right, scores, kps
-
-    def _prepare(self, img, boxes, is_right, rescale_factor, focal_length_px, K):
-        """-> (full-image camera, crops (N, 256, 256, 3), centers, sizes, the network's crop focal F)."""
+    def _frame(self, img, boxes, is_right, confidence, kps, timings, focal_length_px, K) -> _Frame:
         H, W = img.shape[:2]
         camera = postprocess.camera_intrinsics(
             (W, H),
@@ -297,84 +298,60 @@ class HandPosePipeline:
             K=K,
             patch_size=self.patch_size,
         )
-        if not len(boxes):
-            return camera, np.zeros((0,)), None, None, self.focal_length
-        r = self.rescale_factor if rescale_factor is None else rescale_factor
-        crops, centers, sizes = preprocess.crop_hands(img, boxes, is_right, r, self.patch_size)
         # the network's own focal F (crop pixels) follows the full-image camera: F = f * 256 / max(W, H)
         user_camera = K is not None or focal_length_px is not None or self.focal_length_px is not None
         F = (camera.fx + camera.fy) / 2 * self.patch_size / max(W, H) if user_camera else self.focal_length
-        return camera, crops, centers, sizes, F
+        return _Frame(img, boxes, is_right, confidence, kps, camera, F, timings)
 
-    def _forward(self, crops, F, include_vertices) -> dict[str, np.ndarray]:
-        # every hand in one batch; only the columns the network reads travel to the device
+    def _run(self, frames: list[_Frame], rescale_factor, include_vertices) -> list[list[Hand]]:
+        r = self.rescale_factor if rescale_factor is None else rescale_factor
+        for f in frames:
+            t = time.perf_counter()
+            if len(f.boxes):
+                f.crops, f.centers, f.sizes = preprocess.crop_hands(f.image, f.boxes, f.is_right, r, self.patch_size)
+            f.timings["crop"] = time.perf_counter() - t
+        with_hands = [f for f in frames if len(f.boxes)]
+        out, model_s = {}, 0.0
+        if with_hands:
+            t = time.perf_counter()
+            out = self._forward(with_hands, include_vertices)
+            model_s = time.perf_counter() - t
+        results, start = [], 0
+        for f in frames:
+            n = len(f.boxes)
+            f.timings["model"] = 0.0
+            t = time.perf_counter()
+            hands = []
+            if n:
+                o = {k: v[start : start + n] for k, v in out.items()}
+                start += n
+                hands = postprocess.make_hands(
+                    boxes=f.boxes, is_right=f.is_right, confidence=f.confidence, centers=f.centers, sizes=f.sizes,
+                    image_wh=f.image.shape[1::-1], camera=f.camera, cam=o["cam"], keypoints_3d=o["keypoints_3d"],
+                    global_orient=o["global_orient"], hand_pose=o["hand_pose"], betas=o["betas"],
+                    vertices=o.get("vertices"),
+                    detector_keypoints=None if f.keypoints is None else np.asarray(f.keypoints),
+                )
+            f.timings["post"] = time.perf_counter() - t
+            results.append(hands)
+        # per stage, summed over the images (one image: its own); the one model call counted once
+        totals = {k: sum(f.timings[k] for f in frames) for k in ("load", "detect", "crop")}
+        totals.update(model=model_s, post=sum(f.timings["post"] for f in frames))
+        totals["total"] = sum(totals.values())
+        self.last_timings = totals
+        return results
+
+    def _forward(self, frames: list[_Frame], include_vertices: bool) -> dict[str, np.ndarray]:
+        """One WiLoR call for every crop of `frames` -> numpy outputs, checked to be finite."""
+        crops = frames[0].crops if len(frames) == 1 else np.concatenate([f.crops for f in frames])
+        Fs = [f.F for f in frames]
+        F = Fs[0] if len(set(Fs)) == 1 else mx.array(np.repeat(Fs, [len(f.boxes) for f in frames]), mx.float32)
+        # only the columns the network reads travel to the device
         out = self.model(to_device(self.model.input_window(crops)), focal_length=F)
-        names = ["cam", "keypoints_3d", "global_orient", "hand_pose", "betas"]
-        if include_vertices:
-            names.append("vertices")
-        return from_device({n: getattr(out, n) for n in names})  # one device -> host copy
-
-    def _hands(self, img, boxes, is_right, confidence, det_kps, camera, centers, sizes, o) -> list[Hand]:
-        H, W = img.shape[:2]
-        return postprocess.make_hands(
-            boxes=boxes,
-            is_right=is_right,
-            confidence=confidence,
-            centers=centers,
-            sizes=sizes,
-            image_wh=(W, H),
-            camera=camera,
-            cam=o["cam"],
-            keypoints_3d=o["keypoints_3d"],
-            global_orient=o["global_orient"],
-            hand_pose=o["hand_pose"],
-            betas=o["betas"],
-            vertices=o.get("vertices"),
-            detector_keypoints=None if det_kps is None else np.asarray(det_kps),
-        )
-
-    def _run(self, img, boxes, is_right, confidence, det_kps, timings, rescale_factor, focal_length_px, K,
-             include_vertices):
-        hands: list[Hand] = []
-        t = time.perf_counter()
-        camera, crops, centers, sizes, F = self._prepare(img, boxes, is_right, rescale_factor, focal_length_px, K)
-        if len(boxes):
-            timings["crop"] = time.perf_counter() - t
-            t = time.perf_counter()
-            o = self._forward(crops, F, include_vertices)
-            timings["model"] = time.perf_counter() - t
-            t = time.perf_counter()
-            hands = self._hands(img, boxes, is_right, confidence, det_kps, camera, centers, sizes, o)
-            timings["post"] = time.perf_counter() - t
-        else:
-            timings.update(crop=0.0, model=0.0, post=0.0)
-        timings["total"] = sum(timings.values())
-        self.last_timings = timings
-        return hands
-
-
-def device_name() -> str:
-    """The MLX device the networks run on (e.g. "Device(gpu, 0)"), for servers and result files."""
-    return str(mx.default_device())
-
-
-def _model_info(path_or_repo, local: Path | None, model, dtype) -> dict[str, Any]:
-    """Identity of the loaded weights for result files: what was asked, where it was found, revision, size."""
-    info: dict[str, Any] = {"model": None if path_or_repo is None else str(path_or_repo)}
-    if local is not None:
-        info["path"] = str(local.resolve())
-        parts = local.resolve().parts
-        if "snapshots" in parts and parts.index("snapshots") + 1 < len(parts):  # huggingface_hub cache layout
-            info["revision"] = parts[parts.index("snapshots") + 1]
-        f = local / "model.safetensors"
-        if f.is_file():
-            info["model_bytes"] = f.stat().st_size
-        try:
-            src = json.loads((local / "config.json").read_text()).get("source")
-            if src:
-                info["source"] = src
-        except (OSError, ValueError):
-            pass
-    model_dtype = getattr(model, "dtype", None)
-    info["dtype"] = dtype or (str(model_dtype).replace("mlx.core.", "") if model_dtype is not None else None)
-    return info
+        names = [*_OUTPUTS, "vertices"] if include_vertices else list(_OUTPUTS)
+        o = from_device({n: getattr(out, n) for n in names})  # one device -> host copy
+        bad = sorted(k for k, v in o.items() if not np.isfinite(v).all())
+        if bad:
+            raise ValueError(f"the model produced NaN or infinite values ({', '.join(bad)}) for a finite input: its "
+                             f"weights are damaged or incompatible; convert the original files again")
+        return o

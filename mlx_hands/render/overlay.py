@@ -1,6 +1,6 @@
 """Headless overlays with numpy and OpenCV: MANO meshes (z-buffered across hands), skeletons, boxes.
 
-Camera convention (the pipeline's full-image camera, see pipeline/types.py): x right, y down, z forward,
+Camera convention (the pipeline's full-image camera, see mlx_hands/geometry.py): x right, y down, z forward,
 in metres; a camera-space point X projects to `u = f·X_x/X_z + cx`, `v = f·X_y/X_z + cy` with (cx, cy) the
 hand's `camera_center` (the image centre by default) and pixel centres at integer coordinates (OpenCV
 drawing convention, the same as `Hand.keypoints_2d`).
@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from mlx_hands.pipeline.types import Hand
+from ..geometry import Camera, oriented_faces, project
+from ..types import Hand
 
 # OpenPose hand order: 0 wrist, then 4 joints per finger (thumb, index, middle, ring, pinky), base to tip.
 BONES = [(0 if j == 0 else 4 * f + j, 4 * f + j + 1) for f in range(5) for j in range(4)]  # 20 bones, 4 per finger
@@ -41,28 +42,14 @@ def right_faces(faces) -> np.ndarray:
     return f
 
 
-def oriented_faces(faces: np.ndarray, is_right: bool) -> np.ndarray:
-    """MANO faces wound for this side: left-hand meshes are mirrored (x → −x), so their winding is reversed
-    to keep normals pointing outwards."""
-    faces = np.asarray(faces)
-    return faces if is_right else faces[:, [0, 2, 1]]
-
-
-def project(points: np.ndarray, focal: float, image_size: tuple[int, int], center=None, fy: float | None = None) -> np.ndarray:
-    """Camera-space points (N, 3) in metres -> pixels (N, 2). image_size is (W, H); the principal point is
-    `center` (cx, cy) or the image centre; `fy` defaults to `focal` (fx)."""
-    w, h = image_size
-    cx, cy = (w / 2, h / 2) if center is None else (float(center[0]), float(center[1]))
-    fy = focal if fy is None else fy
-    z = points[:, 2]
-    return np.stack([focal * points[:, 0] / z + cx, fy * points[:, 1] / z + cy], axis=1)
-
-
-def hand_camera(hand: Hand) -> tuple[float, float, object]:
-    """(fx, fy, principal point or None) of the camera a Hand was estimated in."""
+def hand_camera(hand: Hand, image_size: tuple[int, int]) -> Camera:
+    """The camera a Hand was estimated in: its focal length (fx, fy if the caller's K had them unequal) and
+    principal point (the image centre of `image_size` (W, H) unless it carries one)."""
     f = float(hand.focal_length)
     extra = hand.extra or {}
-    return float(extra.get("fx", f)), float(extra.get("fy", f)), getattr(hand, "camera_center", None)
+    c = hand.camera_center
+    cx, cy = (image_size[0] / 2, image_size[1] / 2) if c is None else (float(c[0]), float(c[1]))
+    return Camera(float(extra.get("fx", f)), float(extra.get("fy", f)), cx, cy)
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -188,8 +175,7 @@ def _mesh_layers(hands: Sequence[Hand], faces: np.ndarray, image_size: tuple[int
         if len(tri) == 0:
             continue
         s = _AMBIENT + _DIFFUSE * np.clip(vertex_normals(v, f) @ _LIGHT, 0.0, 1.0)
-        fx, fy, c = hand_camera(hand)
-        xy.append(project(v, fx, image_size, c, fy)[tri])
+        xy.append(project(v, hand_camera(hand, image_size))[tri])
         z.append(v[tri, 2])
         shade.append(s[tri])
         owner.append(np.full(len(tri), i))

@@ -45,7 +45,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .. import __version__
 from ..export import SCHEMA, results_dict
-from ..pipeline.runner import device_name, validate_boxes
+from ..pipeline.runner import validate_boxes
 from .settings import (PREDICT_OPTIONS, STREAM_SETTINGS, RequestError, check_options, decode_base64,
                        decode_image, parse_stream_settings, pipeline_kwargs)
 from .stream import StreamProcessor, frame_message
@@ -98,13 +98,8 @@ def _versions() -> dict[str, str]:
 
 
 def describe_runtime(pipe) -> dict[str, Any]:
-    """What /v1/info adds to pipe.info: the MLX device and the stored quantization (config.json)."""
-    quantization = None
-    path = (getattr(pipe, "info", {}) or {}).get("path")
-    if path:
-        with contextlib.suppress(OSError, ValueError):
-            quantization = json.loads((Path(path) / "config.json").read_text()).get("quantization")
-    return {"device": device_name(), "quantization": quantization}
+    """What /v1/info adds to pipe.info (asked in the inference thread): the MLX device."""
+    return {"device": pipe.device}
 
 
 class HandsServer:

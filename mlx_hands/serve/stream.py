@@ -14,7 +14,7 @@ import numpy as np
 
 from ..export import to_json_dict
 from ..pipeline.tracking import HandTracker
-from ..pipeline.types import Hand
+from ..types import Hand
 from .settings import StreamSettings
 
 

@@ -1,4 +1,4 @@
-"""GPTQ (Frantar et al., 2023) for mlx_hands.quantize: 4/8-bit levels chosen with calibration data.
+"""GPTQ (Frantar et al., 2023) for mlx_hands.quant: 4/8-bit levels chosen with calibration data.
 
 For each linear, the second moments H = E[x x^T] of its inputs are measured on calibration crops; the
 weight's columns are then rounded left to right and each rounding error is compensated in the columns not
@@ -17,6 +17,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_unflatten
+
+from ..models.wilor import normalize_crops
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +68,6 @@ class _InputMoments(nn.Module):
 def input_moments(model: nn.Module, paths, crops: np.ndarray, batch: int = 8) -> dict[str, mx.array]:
     """E[x x^T] (float32, on the device) of the inputs of the backbone linears at `paths`, over every token of
     `crops`. For the full model they take ~4 GB together (a 5120 x 5120 matrix per fc2)."""
-    from .models.wilor import normalize_crops
-
     modules = dict(model.named_modules())
     recorders = {p: _InputMoments(modules[p]) for p in paths}
     model.update_modules(tree_unflatten(list(recorders.items())))

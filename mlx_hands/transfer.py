@@ -17,12 +17,15 @@ When the host reads an MLX buffer itself, MLX moves it to managed memory and its
 for kernel outputs, whose writes then fault the pages back (~0.5 ms per copy kernel measured at b = 64).
 
 Values never change: the modes differ only in how bytes travel. Elsewhere (Metal's unified memory, the CPU)
-it is always plain `mx.array`. MLX_HANDS_TRANSFER=staged|prefetch|plain picks a mode (default staged, falling
-back to the next when the driver lacks a call).
+it is always plain `mx.array`. The mode is an argument (`to_device(a, mode=...)`), or `with using("plain"):` for
+a block of code, else MLX_HANDS_TRANSFER (mlx_hands.settings); default staged, falling back to prefetch when the
+driver refuses a pinned buffer.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import ctypes
 import logging
 import os
@@ -32,18 +35,39 @@ from concurrent.futures import ThreadPoolExecutor
 import mlx.core as mx
 import numpy as np
 
+from .settings import TRANSFER_MODES, transfer_mode
+
 log = logging.getLogger(__name__)
 
-MODES = ("staged", "prefetch", "plain")
-MODE = os.environ.get("MLX_HANDS_TRANSFER", "staged")  # may be changed at run time (benchmarks A/B)
-if MODE not in MODES:
-    raise ValueError(f"MLX_HANDS_TRANSFER must be one of {MODES}, got {MODE!r}")
+MODES = TRANSFER_MODES
+_mode: contextvars.ContextVar[str | None] = contextvars.ContextVar("mlx_hands_transfer_mode", default=None)
 MIN_BYTES = 1 << 16  # below this a fault or two costs less than the detour
 COPY_THREADS = min(4, os.cpu_count() or 1)  # host threads filling the pinned buffer, for large inputs
 _THREADED_BYTES = 1 << 22
 _VEC = 16  # the copy kernel moves 16-byte words
 
 _driver = None  # None: not looked up yet; False: unavailable
+_staging_failed = False  # the driver refused a pinned buffer once: staged falls back to prefetch from then on
+
+
+def current_mode(mode: str | None = None) -> str:
+    """The transfer mode in force: `mode` if given, else the innermost `using(...)`, else MLX_HANDS_TRANSFER."""
+    mode = mode or _mode.get() or transfer_mode()
+    if mode not in MODES:
+        raise ValueError(f"transfer mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return "prefetch" if mode == "staged" and _staging_failed else mode
+
+
+@contextlib.contextmanager
+def using(mode: str):
+    """`with using("plain"): ...` runs a block with another transfer mode, then restores the previous one."""
+    if mode not in MODES:
+        raise ValueError(f"transfer mode must be one of {', '.join(MODES)}, got {mode!r}")
+    token = _mode.set(mode)
+    try:
+        yield
+    finally:
+        _mode.reset(token)
 
 
 class _CUmemLocation(ctypes.Structure):
@@ -73,6 +97,21 @@ class _Driver:
     def has_context(self) -> bool:
         ctx = ctypes.c_void_p()
         return self.ctx_get_current(ctypes.byref(ctx)) == 0 and bool(ctx.value)
+
+
+def cpu_device() -> bool:
+    """True when MLX computes on the CPU by default."""
+    return mx.default_device().type == mx.DeviceType.cpu
+
+
+def device_name() -> str:
+    """The MLX device work runs on, e.g. 'gpu (NVIDIA H200)' or 'cpu'."""
+    dev = mx.default_device()
+    try:
+        name = mx.device_info().get("device_name", "")
+    except Exception:  # older MLX without device_info
+        name = ""
+    return f"{dev.type.name} ({name})" if name else dev.type.name
 
 
 def _get_driver():
@@ -211,11 +250,11 @@ def _prefetch(driver: _Driver, x: mx.array) -> None:
         log.debug("prefetch of %d bytes refused", x.nbytes)
 
 
-def _get_staging() -> _Staging | None:
-    """The pinned-buffer copier when MLX runs on CUDA and MODE is "staged"; None otherwise (or if the driver
-    refuses: then MODE falls back to "prefetch", with a warning)."""
-    global _staging, MODE
-    if MODE != "staged":
+def _get_staging(mode: str) -> _Staging | None:
+    """The pinned-buffer copier when MLX runs on CUDA and mode is "staged"; None otherwise (or if the driver
+    refuses: then staged falls back to "prefetch" for good, with a warning)."""
+    global _staging
+    if mode != "staged":
         return None
     if _staging is None:
         driver = _get_driver()
@@ -227,29 +266,29 @@ def _get_staging() -> _Staging | None:
                 raise OSError("no CUDA context on this thread")
             _staging = _Staging(driver)
         except (OSError, RuntimeError, ValueError) as e:
-            log.warning("staged host<->GPU copies unavailable (%s); using managed memory", e)
-            MODE = "prefetch"
+            _give_up_staging(e)
             return None
     return _staging
 
 
 def _give_up_staging(error: Exception) -> None:
-    global MODE
-    log.warning("staged host<->GPU copies failed (%s); using managed memory from now on", error)
-    MODE = "prefetch"
+    global _staging_failed
+    log.warning("staged host<->GPU copies unavailable (%s); using managed memory from now on", error)
+    _staging_failed = True
 
 
-def to_device(a: np.ndarray) -> mx.array:
+def to_device(a: np.ndarray, mode: str | None = None) -> mx.array:
     """mx.array(a), moved to the GPU without page faults on MLX's CUDA backend (module docstring).
 
     a may be a strided view (say the columns of a crop batch that a network reads): the staged copy gathers
     it straight into the pinned buffer; the other paths make it contiguous first.
     """
+    mode = current_mode(mode)
     a = np.asarray(a)
-    if a.nbytes < MIN_BYTES or MODE == "plain":
+    if a.nbytes < MIN_BYTES or mode == "plain":
         return mx.array(np.ascontiguousarray(a))
     if a.dtype in _STAGED_DTYPES:
-        staging = _get_staging()
+        staging = _get_staging(mode)
         if staging is not None:
             try:
                 return staging(a)
@@ -257,12 +296,12 @@ def to_device(a: np.ndarray) -> mx.array:
                 _give_up_staging(e)
     driver = _get_driver()
     x = mx.array(np.ascontiguousarray(a))
-    if MODE == "prefetch" and driver and driver.prefetch is not None and driver.has_context():
+    if current_mode(mode) == "prefetch" and driver and driver.prefetch is not None and driver.has_context():
         _prefetch(driver, x)
     return x
 
 
-def from_device(arrays: dict[str, mx.array]) -> dict[str, np.ndarray]:
+def from_device(arrays: dict[str, mx.array], mode: str | None = None) -> dict[str, np.ndarray]:
     """Several MLX arrays -> numpy in one device -> host copy: the float ones are joined (as float32) into one
     buffer on the device and split on the host. Each separate conversion costs a synchronised copy; for a
     model's handful of small outputs that overhead, not the bytes, is the cost. On CUDA ("staged") the copy
@@ -271,7 +310,7 @@ def from_device(arrays: dict[str, mx.array]) -> dict[str, np.ndarray]:
     out = {k: np.array(v) for k, v in arrays.items() if k not in floats}
     if floats:
         parts = [v.astype(mx.float32).reshape(-1) for v in floats.values()]
-        staging = _get_staging() if all(p.size for p in parts) else None
+        staging = _get_staging(current_mode(mode)) if all(p.size for p in parts) else None
         flat = None
         if staging is not None:
             try:

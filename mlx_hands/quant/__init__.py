@@ -1,4 +1,4 @@
-"""Precision variants of WiLoR: MLX affine weight quantization of the ViT's transformer linears.
+"""Precision variants of WiLoR, in memory: MLX affine weight quantization of the ViT's transformer linears.
 
 Quantization is data, as in mlx-lm: `quantize_model` swaps the chosen `nn.Linear` layers for
 `nn.QuantizedLinear` and returns the entry that config.json records,
@@ -16,7 +16,7 @@ weights. The patch embedding, token embeddings, decoders, RefineNet, norms and M
 they are small, and the decoders map features straight to pose, shape and camera.
 
 Rounding: without calibration data each weight goes to its nearest level (MLX's own `nn.quantize`).
-With calibration crops (`calibration=`, `mlx-hands quantize --calibrate`), GPTQ (`mlx_hands.gptq`)
+With calibration crops (`calibration=`, `mlx-hands quantize --calibrate`), GPTQ (`mlx_hands.quant.gptq`)
 chooses the levels: layer by layer, columns are rounded in turn and each rounding error is compensated
 in the columns not yet rounded, weighted by the inputs' second moments H = E[x x^T] measured on the
 crops, which minimises the layer's output error on inputs like them. The result is the same MLX affine
@@ -35,12 +35,14 @@ import logging
 import math
 import re
 from collections import Counter
-from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
+
+from ..models import mx_dtype
+from ..models.wilor import WiLoR
+from .gptq import check_calibration, gptq_parts
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +165,6 @@ def quantize_model(
     """
     check_settings(bits, group_size, mode)
     if calibration is not None:
-        from .gptq import check_calibration, gptq_parts
-
         calibration = check_calibration(calibration, model)
     existing = quantization_config(model)
     if existing is not None:
@@ -280,101 +280,11 @@ def apply_quantization(model: nn.Module, weights: dict, quantization: dict | Non
     return quantization_config(model)
 
 
-def inspect_arrays(arrays: dict, config, source: str) -> dict | None:
-    """Check WiLoR arrays (numpy or mlx, float or quantized) against WiLoR(config) by name and shape;
-    return their quantization entry (None for float weights). Nothing is computed."""
-    from .models.wilor import WiLoR
-    from .weights import check_weights
-
-    model = WiLoR(config)
-    entry = apply_quantization(model, arrays, None, source)
-    check_weights(model, arrays, source)
-    return entry
-
-
-def quantize_dir(
-    src: str | Path,
-    dst: str | Path,
-    *,
-    bits: int | None = DEFAULT_BITS,
-    group_size: int = DEFAULT_GROUP_SIZE,
-    dtype: str | None = None,
-    overrides: dict | None = None,
-    uniform: bool = False,
-    calibrate=None,
-    max_crops: int = 64,
-) -> Path:
-    """Write a quantized (bits 4/8) and/or re-typed (dtype) copy of the converted model at `src` to `dst`.
-
-    bits=None only changes the float dtype. The detector (if any) is copied, cast to `dtype`; MANO is
-    copied as is (it stays on this machine like the original). calibrate: photos, folders of photos or
-    .npy/.npz crop arrays (pipeline.calibration) to choose the levels with GPTQ; None rounds to nearest.
-    """
-    import shutil
-
-    from .config import DetectorConfig, WiLoRConfig
-    from .weights import DTYPES, MANO_FILE, _load_arrays, build_wilor, load_config, save_model
-
-    src, dst = Path(src), Path(dst)
-    if bits is None and dtype is None:
-        raise ValueError("nothing to do: give bits (4 or 8) and/or a dtype")
-    if bits is not None:
-        check_settings(bits, group_size)
-    if dtype is not None and dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    if src.resolve() == dst.resolve():
-        raise ValueError(f"the output folder must differ from the input folder ({src})")
-    if calibrate and bits is None:
-        raise ValueError("calibration data only serves quantization: give bits (4 or 8)")
-    config = load_config(src)
-    if "wilor" not in config:
-        raise ValueError(f"{src} holds no WiLoR weights (config.json has no 'wilor' entry)")
-    crops = None
-    if calibrate:
-        from .pipeline.calibration import calibration_crops
-        from .weights import load_detector
-
-        det = load_detector(src) if "detector" in config else None
-        crops = calibration_crops(calibrate, as_numpy_fn(det) if det else None, max_crops=max_crops,
-                                  imgsz=det.config.imgsz if det else 640,
-                                  kpt_shape=det.config.kpt_shape if det else (21, 3))
-        del det
-        log.info("calibrating on %d crops", len(crops))
-    model = build_wilor(WiLoRConfig.from_dict(config["wilor"]), _load_arrays(src, "wilor."),
-                        config.get("quantization"), str(src))
-    out_dtype = dtype or config.get("dtype", "float32")
-    model.set_dtype(DTYPES[out_dtype])
-    entry = quantization_config(model)
-    if bits is not None:
-        entry = quantize_model(model, bits, group_size, overrides=overrides, uniform=uniform, calibration=crops)
-    det = _load_arrays(src, "detector.") if "detector" in config else None
-    save_model(dst, wilor=dict(tree_flatten(model.parameters())), wilor_config=model.config,
-               detector=det, detector_config=DetectorConfig.from_dict(config["detector"]) if det else None,
-               dtype=out_dtype, quantization=entry,
-               source=dict(config.get("source") or {}, derived_from=str(src)))
-    if (src / MANO_FILE).is_file():
-        shutil.copyfile(src / MANO_FILE, dst / MANO_FILE)
-    return dst
-
-
-def as_numpy_fn(network):
-    """An MLX network as a numpy -> numpy function (host input sent with models.transfer.to_device)."""
-    from .models.transfer import to_device
-
-    def fn(batch):
-        out = network(to_device(batch))
-        mx.eval(out)
-        return np.array(out)
-
-    return fn
-
-
 def quantize_arrays(arrays: dict, config, bits: int, group_size: int, dtype: str = "float32",
                     overrides: dict | None = None, uniform: bool = False) -> tuple[dict[str, mx.array], dict]:
-    """Float WiLoR arrays (numpy or mlx) -> (quantized arrays, config entry), for `convert`."""
-    from .weights import DTYPES, build_wilor
-
-    model = build_wilor(config, {k: mx.array(v) for k, v in arrays.items()}, None, "convert")
-    model.set_dtype(DTYPES[dtype])
+    """Float WiLoR arrays (numpy or mlx, names as WiLoR(config) has them) -> (quantized arrays, config entry)."""
+    model = WiLoR(config)
+    model.load_weights([(k, mx.array(v)) for k, v in arrays.items()], strict=True)
+    model.set_dtype(mx_dtype(dtype))
     entry = quantize_model(model, bits, group_size, overrides=overrides, uniform=uniform)
     return dict(tree_flatten(model.parameters())), entry
