@@ -429,7 +429,7 @@ class _StreamConnection:
 
     def _step(self, index: int, t: float, data: bytes, dropped: list[int]) -> str:
         """Pool thread: decode, detect (in the worker, batched), track, encode the message."""
-        image = decode_image(data)
+        image = decode_image(data, f"frame {index}")
         if self.processor is None:
             self.processor = StreamProcessor(WorkerPipe(self.server.worker), self.settings)
         hands = self.processor.process(image, t)

@@ -1,4 +1,4 @@
-"""What a client may send, checked: request options, stream settings, image bytes. numpy/OpenCV only.
+"""What a client may send, checked: request options, stream settings, image bytes. numpy only.
 
 Every problem raises `RequestError(status, message)` with a message that names the option or the defect, so
 the HTTP layer can answer 4xx with it and the stream can send it as an error message.
@@ -14,8 +14,9 @@ import struct
 from collections.abc import Mapping
 from typing import Any
 
-import cv2
 import numpy as np
+
+from ..pipeline import images
 
 MAX_PIXELS = 50_000_000  # decoded RGB is 3 bytes a pixel: a small PNG must not expand into gigabytes
 
@@ -158,20 +159,11 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
 
 
 def check_image_bytes(data: bytes, max_pixels: int = MAX_PIXELS) -> str:
-    """Check that JPEG/PNG bytes are complete and of a sane size before decoding -> the kind, or RequestError.
-
-    OpenCV decodes a truncated JPEG without an error (the missing part comes out grey), so completeness is
-    checked here: a JPEG must end with its end-of-image marker FFD9, a PNG with its IEND chunk.
-    """
+    """JPEG or PNG of a sane size (from its header, before anything is decoded) -> the kind, or RequestError."""
     kind = image_kind(data)
-    tail = data.rstrip(b"\0")  # some writers pad to a block size
     if kind == "jpeg":
-        if not tail.endswith(b"\xff\xd9"):
-            raise RequestError(400, f"truncated JPEG: {len(data)} bytes without the end-of-image marker (FFD9)")
         size = _jpeg_size(data)
     else:
-        if not tail.endswith(b"IEND\xaeB`\x82"):
-            raise RequestError(400, f"truncated PNG: {len(data)} bytes without the final IEND chunk")
         size = struct.unpack(">II", data[16:24]) if data[12:16] == b"IHDR" else None
     if size is None:
         raise RequestError(400, f"corrupt {kind.upper()}: no image size in its header")
@@ -184,13 +176,14 @@ def check_image_bytes(data: bytes, max_pixels: int = MAX_PIXELS) -> str:
     return kind
 
 
-def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """JPEG/PNG bytes -> (H, W, 3) RGB uint8, decoded as `mlx-hands predict` reads files (cv2, BGR -> RGB)."""
-    kind = check_image_bytes(data, max_pixels)
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None or bgr.size == 0:
-        raise RequestError(400, f"corrupt {kind.upper()}: OpenCV could not decode its {len(data)} bytes")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """JPEG/PNG bytes -> (H, W, 3) RGB uint8 through the package's one reader (pipeline.images.decode_image:
+    the same decoder as `mlx-hands predict`, and a JPEG or PNG cut short is refused rather than decoded grey)."""
+    check_image_bytes(data, max_pixels)
+    try:
+        return images.decode_image(data, name)
+    except ValueError as e:
+        raise RequestError(400, str(e)) from None
 
 
 def decode_base64(text: Any, name: str = "image") -> bytes:
