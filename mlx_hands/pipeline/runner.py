@@ -8,6 +8,7 @@ numpy/OpenCV.
     hands = pipe("photo.jpg")                        # or an (H, W, 3) RGB uint8 array
     hands = pipe.predict_with_boxes(rgb, boxes, is_right)
     many = pipe.predict_many([rgb1, rgb2])           # one WiLoR forward for the hands of all images
+    many = pipe.predict_many_with_boxes([rgb1, rgb2], [boxes1, boxes2], [is_right1, is_right2])
     pipe.last_timings                                # seconds per stage of the last call
 """
 
@@ -259,6 +260,38 @@ class HandPosePipeline:
         b, r, c = validate_boxes(boxes, is_right, (W, H), confidence)
         return self._run([self._frame(img, b, r, c, None, timings, focal_length_px, K)], rescale_factor,
                          include_vertices)[0]
+
+    def predict_many_with_boxes(
+        self,
+        images,
+        boxes,
+        is_right,
+        *,
+        confidence=None,
+        rescale_factor: float | None = None,
+        focal_length_px: float | None = None,
+        K: np.ndarray | None = None,
+        include_vertices: bool = True,
+    ) -> list[list[Hand]]:
+        """predict_with_boxes for several images in ONE WiLoR forward: boxes[i], is_right[i] (and confidence[i])
+        belong to images[i] -> one list of Hands per image, the same as predict_with_boxes on each (a server
+        batching its clients' tracked boxes)."""
+        n = len(images)
+        if len(boxes) != n or len(is_right) != n or (confidence is not None and len(confidence) != n):
+            raise ValueError(f"give one boxes, is_right (and confidence) entry per image: {n} images, {len(boxes)} "
+                             f"boxes, {len(is_right)} is_right" + ("" if confidence is None else
+                                                                 f", {len(confidence)} confidence"))
+        frames = []
+        for i, image in enumerate(images):
+            timings = {}
+            t = time.perf_counter()
+            img = load_image(image, f"images[{i}]")
+            timings["load"] = time.perf_counter() - t
+            timings["detect"] = 0.0
+            H, W = img.shape[:2]
+            b, r, c = validate_boxes(boxes[i], is_right[i], (W, H), None if confidence is None else confidence[i])
+            frames.append(self._frame(img, b, r, c, None, timings, focal_length_px, K))
+        return self._run(frames, rescale_factor, include_vertices)
 
     def detect(self, image: np.ndarray, *, conf=None, iou=None, max_det=None):
         """Run the hand detector on an (H, W, 3) RGB uint8 image -> Detections (see detection.py)."""
