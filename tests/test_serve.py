@@ -37,6 +37,26 @@ APP_ORIGIN = "http://localhost:5173"  # a web app on another origin, allowed wit
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def open_hand_model(path: Path) -> Path:
+    """The tiny random model made to answer one fixed pose for every box, an open hand filling it (the heads'
+    weights zeroed, their starting values set), so that the page draws something that looks like a hand."""
+    from safetensors.numpy import load_file, save_file
+
+    write_tiny_model(path)
+    w = load_file(path / "model.safetensors")
+    heads = ("backbone.decpose", "backbone.decshape", "backbone.deccam", "refine_net.dec_pose", "refine_net.dec_cam",
+             "refine_net.dec_shape")
+    for k in w:
+        if k.removeprefix("wilor.").startswith(heads):
+            w[k] = np.zeros_like(w[k])
+    pose = np.tile(np.array([1, 0, 0, 0, 1, 0], np.float32), 16)  # 6D identity: MANO's flat hand
+    pose[:6] = [-1, 0, 0, 0, -1, 0]  # root turned 180 degrees about the view axis: fingers up
+    w["wilor.backbone.init_hand_pose"] = pose[None]
+    w["wilor.backbone.init_cam"] = np.array([[7.0, 0.0, 0.05]], np.float32)  # weak-perspective s, tx, ty
+    save_file(w, path / "model.safetensors", metadata={"format": "mlx"})
+    return path
+
+
 class ServerProcess:
     """`python -m mlx_hands serve ...` in a subprocess; `url` once it listens, `wait_ready()` for /health."""
 
@@ -130,7 +150,8 @@ def recv_frames(ws, count: int, timeout: float = 60) -> list[dict]:
 # ---------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))  # a tiny random WiLoR + detector, synthetic MANO
+    # a tiny random WiLoR + detector and synthetic MANO, its heads fixed to an open hand: trackable keypoints
+    return open_hand_model(tmp_path_factory.mktemp("tiny-model"))
 
 
 @pytest.fixture(scope="module")
@@ -152,18 +173,23 @@ def library_pipe(tiny_model):
 
 
 # ---------------------------------------------------------------------------------------------- library
-def test_predict_many_equals_calling_the_pipeline_per_image(library_pipe):
+def test_predict_many_with_boxes_equals_predict_with_boxes_per_image(library_pipe):
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, s + (3,)).astype(np.uint8) for s in [(120, 160), (90, 200), (64, 64)]]
-    many = library_pipe.predict_many(images, max_det=2, focal_length_px=400.0)
-    assert [len(h) for h in many] == [2, 2, 2]
-    for image, hands in zip(images, many):
-        one = library_pipe(image, max_det=2, focal_length_px=400.0)
-        for a, b in zip(one, hands):
-            assert a.is_right == b.is_right and a.confidence == b.confidence
+    boxes = [[[10, 10, 80, 90], [60, 20, 150, 110]], np.zeros((0, 4)), [[5, 5, 60, 60]]]
+    is_right = [[True, False], [], [1]]
+    many = library_pipe.predict_many_with_boxes(images, boxes, is_right, confidence=[[0.9, 0.8], [], None],
+                                                focal_length_px=400.0)
+    assert [len(h) for h in many] == [2, 0, 1]
+    assert [h.confidence for h in many[0]] == pytest.approx([0.9, 0.8]) and many[2][0].confidence == 1.0
+    for image, b, r, hands in zip(images, boxes, is_right, many):
+        one = library_pipe.predict_with_boxes(image, b, r, focal_length_px=400.0)
+        for a, h in zip(one, hands):
+            assert a.is_right == h.is_right
             for name in ("box", "keypoints_2d", "keypoints_3d", "vertices", "cam_t", "hand_pose"):
-                np.testing.assert_allclose(getattr(b, name), getattr(a, name), rtol=1e-5, atol=1e-5, err_msg=name)
-    assert library_pipe.predict_many([]) == []
+                np.testing.assert_allclose(getattr(h, name), getattr(a, name), rtol=1e-5, atol=1e-5, err_msg=name)
+    with pytest.raises(ValueError, match="one boxes, is_right"):
+        library_pipe.predict_many_with_boxes(images, boxes[:2], is_right)
 
 
 # ---------------------------------------------------------------------------------------------- HTTP
@@ -314,11 +340,19 @@ def test_body_limit_holds_while_the_body_streams_in(server):
     assert httpx.get(server.url + "/health", headers=AUTH).status_code == 200
 
 
-def test_concurrent_requests_share_one_forward(server):
+@pytest.mark.parametrize("boxes", [False, True])
+def test_concurrent_requests_share_one_forward(server, boxes):
+    """Requests waiting at the same time go through one predict_many (detector) or predict_many_with_boxes
+    (caller boxes, as a tracked stream's frames) call: one WiLoR forward."""
     image = encode(scene())
+    body = {"image": base64.b64encode(image).decode(), "boxes": [[20, 20, 90, 100], [70, 10, 150, 90]],
+            "is_right": [True, False], "vertices": False}
 
     def post(_):
-        r = httpx.post(server.url + "/v1/predict?vertices=0&max_det=3", content=image, headers=AUTH, timeout=120)
+        if boxes:
+            r = httpx.post(server.url + "/v1/predict", json=body, headers=AUTH, timeout=120)
+        else:
+            r = httpx.post(server.url + "/v1/predict?vertices=0&max_det=3", content=image, headers=AUTH, timeout=120)
         assert r.status_code == 200, r.text
         return int(r.headers["X-Batch-Images"]), r.json()["hands"]
 
@@ -337,26 +371,31 @@ def test_concurrent_requests_share_one_forward(server):
 
 
 # ---------------------------------------------------------------------------------------------- WebSocket
-def test_stream_keeps_track_ids_and_sends_every_field(server):
+@pytest.mark.parametrize("track", [False, True])
+def test_stream_keeps_track_ids_and_sends_every_field(server, track):
+    """track=False: the detector on every frame; True (the default): boxes from the keypoints between
+    detections (pipeline.stream.HandStream), the detector every 3rd frame here."""
     frame = encode(scene())
     with connect(server) as ws:
-        ws.send(json.dumps({"max_det": 2, "smooth": True, "beta": 0.05}))
-        ack = receive_json(ws)
-        assert ack["settings"]["max_det"] == 2 and ack["settings"]["smooth"] is True
+        ws.send(json.dumps({"max_det": 2, "smooth": True, "beta": 0.05, "track": track, "detect_every": 3}))
+        ack = receive_json(ws)["settings"]
+        assert ack["max_det"] == 2 and ack["smooth"] is True and ack["track"] is track and ack["vertices"] is False
         messages = []
-        for _ in range(4):  # one at a time: nothing is dropped
+        for _ in range(6):  # one at a time: nothing is dropped
             ws.send(frame)
             messages.append(receive_json(ws))
-    assert [m["frame"] for m in messages] == [0, 1, 2, 3]
+    assert [m["frame"] for m in messages] == list(range(6))
     assert all(m["dropped"] == [] for m in messages)
     times = [m["time"] for m in messages]
     assert times[0] == 0.0 and times == sorted(times)
     ids = [[h["track_id"] for h in m["hands"]] for m in messages]
     assert len(ids[0]) == 2 and all(i == ids[0] for i in ids), ids
+    detected = [m["hands"][0]["extra"]["detected"] for m in messages]
+    assert detected == ([True, False, False, True, False, False] if track else [True] * 6)
     hand = messages[-1]["hands"][0]
     assert {"side", "confidence", "box", "keypoints_2d", "keypoints_3d", "cam_t", "global_orient", "hand_pose",
-            "betas", "crop_cam", "focal_length", "detector_keypoints", "track_id"} <= set(hand)
-    assert "vertices" not in hand and "extra" not in hand  # vertices on request ({"vertices": true})
+            "betas", "crop_cam", "focal_length", "track_id"} <= set(hand)
+    assert "vertices" not in hand  # vertices on request ({"vertices": true})
 
 
 def test_stream_keeps_only_the_newest_frame_and_reports_the_dropped(server):
@@ -422,6 +461,8 @@ def test_bad_stream_input_gets_errors_while_another_client_streams(server):
     ('{"max_det": 0}', "max_det must be"),
     ('{"smoothing": true}', "unknown stream setting 'smoothing'"),
     ('{"beta": -1}', "beta must be"),
+    ('{"force_handedness": "up"}', "force_handedness must be one of left, right"),
+    ('{"detect_every": 0}', "detect_every must be"),
     ("[1, 2]", "must be a JSON object"),
     ("hello", "not valid JSON"),
 ])
@@ -563,9 +604,12 @@ def test_settings_checks():
     from mlx_hands.serve.settings import RequestError, check_image_bytes, parse_stream_settings
 
     s = parse_stream_settings({"conf": "0.5", "max_det": 2, "smooth": "false", "focal_length": 800})
-    assert s.pipeline["conf"] == 0.5 and s.pipeline["focal_length_px"] == 800.0 and s.tracker["smooth"] is False
-    assert s.to_dict()["focal_length"] == 800.0 and s.vertices is False
-    for bad in ({"conf": True}, {"max_det": "two"}, {"min_cutoff": 0}, {"focal_length": float("nan")}):
+    assert s.pipeline["conf"] == 0.5 and s.pipeline["focal_length_px"] == 800.0 and s.stream["smooth"] is False
+    assert s.vertices is False and s.pipeline["iou"] is None  # None: the server's
+    s = parse_stream_settings({"force_handedness": None, "max_hands": None, "track": 1, "vertices": "true"})
+    assert s.stream == {"force_handedness": None, "max_hands": None, "track": True, "include_vertices": True}
+    for bad in ({"conf": True}, {"max_det": "two"}, {"min_cutoff": 0}, {"focal_length": float("nan")},
+                {"detect_every": 0}, {"force_handedness": "both"}, {"min_visible": 2}):
         with pytest.raises(RequestError):
             parse_stream_settings(bad)
     # a PNG whose header claims 100000 x 100000 pixels is refused before decoding

@@ -16,8 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from synth import write_tiny_model
-from test_serve import TOKEN, ServerProcess
+from test_serve import TOKEN, ServerProcess, open_hand_model
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()),
                 shutil.which("chromium"))
@@ -47,26 +46,6 @@ def write_y4m(path: Path, frames: int = 30, size=(640, 480), fps: int = 15) -> P
             cv2.circle(rgb, (cx, h // 2), h // 5, (245, 200, 170), -1)
             cv2.putText(rgb, f"fake camera {i:02d}", (8, h - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2)
             f.write(b"FRAME\n" + cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).tobytes())
-    return path
-
-
-def open_hand_model(path: Path) -> Path:
-    """The tiny random model made to answer one fixed pose for every box, an open hand filling it (the heads'
-    weights zeroed, their starting values set), so that the page draws something that looks like a hand."""
-    from safetensors.numpy import load_file, save_file
-
-    write_tiny_model(path)
-    w = load_file(path / "model.safetensors")
-    heads = ("backbone.decpose", "backbone.decshape", "backbone.deccam", "refine_net.dec_pose", "refine_net.dec_cam",
-             "refine_net.dec_shape")
-    for k in w:
-        if k.removeprefix("wilor.").startswith(heads):
-            w[k] = np.zeros_like(w[k])
-    pose = np.tile(np.array([1, 0, 0, 0, 1, 0], np.float32), 16)  # 6D identity: MANO's flat hand
-    pose[:6] = [-1, 0, 0, 0, -1, 0]  # root turned 180 degrees about the view axis: fingers up
-    w["wilor.backbone.init_hand_pose"] = pose[None]
-    w["wilor.backbone.init_cam"] = np.array([[7.0, 0.0, 0.05]], np.float32)  # weak-perspective s, tx, ty
-    save_file(w, path / "model.safetensors", metadata={"format": "mlx"})
     return path
 
 

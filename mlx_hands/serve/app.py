@@ -214,17 +214,11 @@ class HandsServer:
         })
 
     def _settings(self, kwargs: dict) -> dict:
-        """The settings block of a result document, as `mlx-hands predict` writes it, for these options."""
-        pipe = self.worker.pipe
-        pick = lambda name, attr: getattr(pipe, attr) if kwargs.get(name) is None else kwargs[name]  # noqa: E731
-        return {
-            "conf": pick("conf", "conf"),
-            "iou": pick("iou", "iou"),
-            "max_det": pick("max_det", "max_det"),
-            "rescale_factor": pick("rescale_factor", "rescale_factor"),
-            "focal_length_crop": pipe.focal_length,
-            "focal_length_px": pick("focal_length_px", "focal_length_px"),
-        }
+        """The settings block of a result document (pipe.settings_dict(), as `mlx-hands predict` writes it)
+        with this request's options in it."""
+        settings = self.worker.pipe.settings_dict()
+        settings.update({k: kwargs[k] for k in settings if kwargs.get(k) is not None})
+        return settings
 
     # ------------------------------------------------------------------ predict
     async def _read_body(self, request: Request) -> bytes:
@@ -340,7 +334,7 @@ class _StreamConnection:
     def __init__(self, server: HandsServer, ws: WebSocket):
         self.server, self.ws = server, ws
         self.settings = parse_stream_settings({})
-        self.processor: StreamProcessor | None = None
+        self.processor = self._processor(self.settings)
         self.pending: tuple[int, float, bytes] | None = None
         self.dropped: list[int] = []
         self.received = 0
@@ -348,6 +342,9 @@ class _StreamConnection:
         self.last_t = float("-inf")
         self.wake = asyncio.Event()
         self.send_lock = asyncio.Lock()
+
+    def _processor(self, settings) -> StreamProcessor:
+        return StreamProcessor(WorkerPipe(self.server.worker, settings.pipeline), settings)
 
     async def send(self, message: dict | str) -> None:
         async with self.send_lock:
@@ -394,12 +391,14 @@ class _StreamConnection:
                 message = json.loads(text)
             except ValueError as e:
                 raise RequestError(400, f"the settings message is not valid JSON: {e}") from None
-            self.settings = parse_stream_settings(message)
+            settings = parse_stream_settings(message)
+            self.processor, self.settings = self._processor(settings), settings
         except RequestError as e:
             await self.send({"error": e.message})
             await self.ws.close(code=1008, reason="bad settings")
             return False
-        await self.send({"settings": self.settings.to_dict()})
+        await self.send({"settings": {**self.server._settings(self.settings.pipeline), **self.processor.settings(),
+                                      "vertices": self.settings.vertices}})
         return True
 
     async def _process_loop(self) -> None:
@@ -430,8 +429,6 @@ class _StreamConnection:
     def _step(self, index: int, t: float, data: bytes, dropped: list[int]) -> str:
         """Pool thread: decode, detect (in the worker, batched), track, encode the message."""
         image = decode_image(data, f"frame {index}")
-        if self.processor is None:
-            self.processor = StreamProcessor(WorkerPipe(self.server.worker), self.settings)
         hands = self.processor.process(image, t)
         return json.dumps(frame_message(index, t, hands, dropped, include_vertices=self.settings.vertices))
 

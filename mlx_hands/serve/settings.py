@@ -31,11 +31,22 @@ _NUMBERS = {
     "beta": ("float", 0.0, True, 1e3),
     "d_cutoff": ("float", 0.0, False, 1e3),
     "max_lost": ("int", 0, True, 10_000),
+    "detect_every": ("int", 1, True, 10_000),
+    "max_hands": ("int", 1, True, 1000),
+    "handedness_lock": ("int", 1, True, 1000),
+    "min_tracking_score": ("float", 0.0, True, 1.0),
+    "min_visible": ("float", 0.0, True, 1.0),
+    "min_extent_px": ("float", 0.0, True, 1e6),
 }
-_BOOLS = ("vertices", "smooth")
+_BOOLS = ("vertices", "smooth", "track", "swap_handedness")
+_CHOICES = {"force_handedness": ("left", "right")}
+_NULLABLE = ("focal_length", "max_hands", "force_handedness")  # null: the default
 PREDICT_OPTIONS = ("conf", "iou", "max_det", "rescale_factor", "focal_length", "vertices")
-STREAM_SETTINGS = PREDICT_OPTIONS + ("smooth", "min_cutoff", "beta", "d_cutoff", "max_lost")
-TRACKER_SETTINGS = ("smooth", "min_cutoff", "beta", "d_cutoff", "max_lost")
+# pipeline.stream.HandStream's options (tracking between detections, handedness lock, One Euro smoothing)
+HAND_STREAM = ("track", "detect_every", "max_hands", "handedness_lock", "force_handedness", "swap_handedness",
+               "min_tracking_score", "min_visible", "min_extent_px", "smooth", "min_cutoff", "beta", "d_cutoff",
+               "max_lost")
+STREAM_SETTINGS = PREDICT_OPTIONS + HAND_STREAM
 
 
 class RequestError(ValueError):
@@ -82,7 +93,19 @@ def check_options(values: Mapping[str, Any], allowed: tuple[str, ...], where: st
     if unknown:
         raise RequestError(400, f"unknown {where} {', '.join(map(repr, unknown))}; "
                                 f"known: {', '.join(allowed)}")
-    return {k: _bool(k, v) if k in _BOOLS else _number(k, v) for k, v in values.items()}
+    return {k: _check(k, v) for k, v in values.items()}
+
+
+def _check(name: str, value: Any):
+    if value is None and name in _NULLABLE:
+        return None
+    if name in _BOOLS:
+        return _bool(name, value)
+    if name in _CHOICES:
+        if value not in _CHOICES[name]:
+            raise RequestError(400, f"{name} must be one of {', '.join(_CHOICES[name])} or null, got {value!r}")
+        return value
+    return _number(name, value)
 
 
 def pipeline_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -99,30 +122,27 @@ def pipeline_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclasses.dataclass
 class StreamSettings:
-    """A stream's settings: pipeline options, tracker options (HandTracker) and whether to send vertices."""
+    """A stream's settings: `pipeline`, the pipeline options its calls get (None: the server's), and `stream`,
+    the keyword arguments of pipeline.stream.HandStream (include_vertices among them)."""
 
     pipeline: dict[str, Any]
-    tracker: dict[str, Any]
-    vertices: bool = False  # as the video mode's JSON Lines: 778 x 3 numbers a hand are left out unless asked for
+    stream: dict[str, Any]
 
-    def to_dict(self) -> dict[str, Any]:
-        p = {k: v for k, v in self.pipeline.items() if v is not None and k != "include_vertices"}
-        if "focal_length_px" in p:
-            p["focal_length"] = p.pop("focal_length_px")
-        return {**p, **self.tracker, "vertices": self.vertices}
+    @property
+    def vertices(self) -> bool:
+        return bool(self.stream["include_vertices"])
 
 
 def parse_stream_settings(message: Any) -> StreamSettings:
-    """The optional first text message of a stream (a JSON object, already parsed) -> StreamSettings."""
+    """The optional first text message of a stream (a JSON object, already parsed) -> StreamSettings. Vertices
+    are left out unless asked for, as in the video mode's JSON Lines (778 x 3 numbers a hand)."""
     if not isinstance(message, dict):
         raise RequestError(400, f"stream settings must be a JSON object, got {type(message).__name__}")
     options = check_options(message, STREAM_SETTINGS, "stream setting")
-    vertices = options.pop("vertices", False)
-    tracker = {"smooth": True, "min_cutoff": 1.0, "beta": 0.02, "d_cutoff": 1.0, "max_lost": 15}
-    tracker.update({k: options.pop(k) for k in TRACKER_SETTINGS if k in options})
-    pipeline = pipeline_kwargs(options)
-    pipeline["include_vertices"] = vertices
-    return StreamSettings(pipeline, tracker, vertices)
+    stream = {k: options.pop(k) for k in HAND_STREAM if k in options}
+    stream["include_vertices"] = options.pop("vertices", False)
+    pipeline = {k: v for k, v in pipeline_kwargs(options).items() if k != "include_vertices"}
+    return StreamSettings(pipeline, stream)
 
 
 # ---------------------------------------------------------------------------------------------- images

@@ -1,9 +1,9 @@
 """One stream connection's per-frame step and its messages. numpy only.
 
-`StreamProcessor.process(frame_rgb, t) -> hands` is the whole per-frame step of a connection: it is the one
-object to swap for another tracking mode (say, one that runs the detector only every few frames and follows
-the boxes in between through `pipe.predict_with_boxes`). It runs in a plain thread; `pipe` is a WorkerPipe,
-so its calls are batched with the other clients' in the inference worker.
+`StreamProcessor.process(frame_rgb, t) -> hands` is a connection's whole per-frame step: pipeline.stream's
+HandStream (the detector every few frames or when a hand is lost, boxes from the keypoints in between, the
+handedness lock, track ids, One Euro smoothing), over a WorkerPipe, so that its detector and WiLoR calls run
+in the inference worker, the WiLoR ones batched with the other clients' frames.
 """
 
 from __future__ import annotations
@@ -13,22 +13,28 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..export import to_json_dict
-from ..pipeline.tracking import HandTracker
+from ..pipeline.stream import HandStream
 from ..types import Hand
-from .settings import StreamSettings
+from .settings import RequestError, StreamSettings
 
 
 class StreamProcessor:
-    """Detect (through `pipe`), then track and smooth as the video mode does (HandTracker)."""
+    """HandStream over `pipe` (a WorkerPipe carrying the connection's pipeline options)."""
 
     def __init__(self, pipe, settings: StreamSettings):
         self.pipe = pipe
-        self.settings = settings
-        self.tracker = HandTracker(**settings.tracker)
+        try:
+            self.stream = HandStream(pipe, **settings.stream)
+        except ValueError as e:  # its own checks of the combination (say, force_handedness without tracking)
+            raise RequestError(400, str(e)) from None
+
+    def settings(self) -> dict:
+        """The options in force, for the settings acknowledgement."""
+        return self.stream.settings()
 
     def process(self, frame_rgb: np.ndarray, t: float) -> list[Hand]:
         """One frame (H, W, 3) RGB uint8 at time t (seconds, increasing) -> its hands with track ids."""
-        return self.tracker.update(self.pipe(frame_rgb, **self.settings.pipeline), t)
+        return self.stream(frame_rgb, t)
 
 
 def frame_message(index: int, t: float, hands: Sequence[Hand], dropped: Sequence[int], *,

@@ -1,9 +1,10 @@
 """The inference worker: the one thread that drives MLX for the whole server.
 
 MLX (like most GPU runtimes) is driven from one thread. The worker loads the pipeline, warms it up, then takes
-jobs from a bounded queue. Every pipeline call (`pipe(image)`) that is waiting when the worker comes round is
-run together through `pipe.predict_many`: the detector on each image, one WiLoR forward for all their hands.
-Jobs with different options run as separate groups; other calls (`predict_with_boxes`, `detect`) one by one.
+jobs from a bounded queue. The calls that are waiting when the worker comes round are run together: every
+`pipe(image)` through `pipe.predict_many` (the detector on each image, one WiLoR forward for all their hands),
+every `pipe.predict_with_boxes(...)` (a tracked stream's frames, caller boxes) through
+`pipe.predict_many_with_boxes`. Jobs with different options run as separate groups; `detect` one by one.
 
 Other threads use the pipeline through `WorkerPipe`, which looks like a HandPosePipeline but queues each call
 and waits for its result, so per-connection code (tracking, smoothing) can stay plain synchronous numpy.
@@ -24,7 +25,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-BATCHED = "__call__"
+# pipeline calls that jobs from several clients share one forward for -> their number of positional arguments
+BATCHED = {"__call__": 1, "predict_with_boxes": 3}
 
 
 class WorkerUnavailable(RuntimeError):
@@ -36,7 +38,7 @@ class WorkerUnavailable(RuntimeError):
 
 @dataclasses.dataclass(eq=False)
 class Job:
-    method: str  # a HandPosePipeline method name; "__call__" jobs are batched
+    method: str  # a HandPosePipeline method name; those in BATCHED are batched
     args: tuple
     kwargs: dict
     future: Future = dataclasses.field(default_factory=Future)
@@ -182,17 +184,18 @@ class InferenceWorker:
             job.wait = start - job.submitted
         groups: dict[tuple, list[Job]] = {}
         for job in jobs:
-            if job.method == BATCHED and len(job.args) == 1:
-                groups.setdefault(tuple(sorted(job.kwargs.items())), []).append(job)
+            if job.method in BATCHED and len(job.args) == BATCHED[job.method]:
+                options = tuple(sorted((k, v) for k, v in job.kwargs.items() if k != "confidence"))
+                groups.setdefault((job.method, options), []).append(job)
             else:
                 self._run_one(job)
-        for group in groups.values():
+        for (method, _), group in groups.items():
+            if len(group) == 1:
+                self._run_one(group[0])
+                continue
             try:
-                results = self.pipe.predict_many([j.args[0] for j in group], **group[0].kwargs)
-            except Exception:  # one bad image must not fail the others: run them one by one
-                if len(group) == 1:
-                    self._run_one(group[0])
-                    continue
+                results = self._many(method, group)
+            except Exception:  # one bad input must not fail the others: run them one by one
                 log.warning("a batch of %d images failed; running them one by one", len(group), exc_info=True)
                 for job in group:
                     self._run_one(job)
@@ -204,13 +207,23 @@ class InferenceWorker:
                 job.batch, job.timings = len(group), timings
                 _settle(job, hands)
 
+    def _many(self, method: str, group: list[Job]) -> list:
+        """One call of the pipeline for a group of jobs with the same options: one WiLoR forward."""
+        options = {k: v for k, v in group[0].kwargs.items() if k != "confidence"}
+        if method == "__call__":
+            return self.pipe.predict_many([j.args[0] for j in group], **options)
+        confidence = [j.kwargs.get("confidence") for j in group]
+        return self.pipe.predict_many_with_boxes(
+            [j.args[0] for j in group], [j.args[1] for j in group], [j.args[2] for j in group],
+            confidence=None if all(c is None for c in confidence) else confidence, **options)
+
     def _run_one(self, job: Job) -> None:
         try:
             result = getattr(self.pipe, job.method)(*job.args, **job.kwargs)
         except Exception as e:  # goes back to the caller's thread
             _settle(job, error=e)
             return
-        if job.method in (BATCHED, "predict_with_boxes"):
+        if job.method in BATCHED:
             self.batches += 1
             self.images += 1
         job.timings = dict(getattr(self.pipe, "last_timings", {}) or {})
@@ -239,16 +252,24 @@ def _warm_up(pipe) -> None:
 class WorkerPipe:
     """A HandPosePipeline look-alike for threads other than the worker's: each call runs in the worker.
 
-    One per caller (it remembers its last call's timings): `last_timings`, `last_wait` (seconds queued) and
-    `last_batch` (images in that forward). Reading plain attributes (conf, iou, info, ...) goes to the real
-    pipeline; they are Python values, no MLX.
+    `options` are pipeline options this caller's calls get unless it passes its own (a stream's conf, max_det,
+    focal_length_px, ...; None values are left out). One per caller (it remembers its last call's timings):
+    `last_timings`, `last_wait` (seconds queued) and `last_batch` (images in that forward). Reading plain
+    attributes (conf, iou, info, ...) goes to the real pipeline; they are Python values, no MLX.
     """
 
-    def __init__(self, worker: InferenceWorker, timeout: float | None = 300.0):
+    _DETECT = ("conf", "iou", "max_det")
+    _CROP = ("rescale_factor", "focal_length_px")
+
+    def __init__(self, worker: InferenceWorker, options: dict | None = None, timeout: float | None = 300.0):
         self._worker, self._timeout = worker, timeout
+        self._options = {k: v for k, v in (options or {}).items() if v is not None}
         self.last_timings: dict = {}
         self.last_wait = 0.0
         self.last_batch = 0
+
+    def _with(self, names, options: dict) -> dict:
+        return {**{k: v for k, v in self._options.items() if k in names}, **options}
 
     def _call(self, method: str, *args, **kwargs):
         job = self._worker.submit(method, *args, **kwargs)
@@ -257,13 +278,13 @@ class WorkerPipe:
         return result
 
     def __call__(self, image: np.ndarray, **options):
-        return self._call(BATCHED, image, **options)
+        return self._call("__call__", image, **self._with(self._DETECT + self._CROP, options))
 
     def predict_with_boxes(self, image: np.ndarray, boxes, is_right, **options):
-        return self._call("predict_with_boxes", image, boxes, is_right, **options)
+        return self._call("predict_with_boxes", image, boxes, is_right, **self._with(self._CROP, options))
 
     def detect(self, image: np.ndarray, **options):
-        return self._call("detect", image, **options)
+        return self._call("detect", image, **self._with(self._DETECT, options))
 
     def __getattr__(self, name: str):
         if name.startswith("_") or name in ("model", "detector", "faces"):  # MLX stays in the worker's thread
