@@ -286,8 +286,10 @@ def test_cli_predict_video_dispatch(tmp_path, fake_from_pretrained, monkeypatch)
                                results_path=str(out_dir / "clip.jsonl"), error=None)
 
     monkeypatch.setattr(predict, "process_video", process_video)
-    assert cli.main(["predict", str(clip), "-o", str(tmp_path / "o"), "--no-vertices", "--detect-every", "4"]) == 0
-    assert calls == [(clip, tmp_path / "o", False, 4)]
+    assert cli.main(["predict", str(clip), "-o", str(tmp_path / "o"), "--detect-every", "4"]) == 0
+    assert cli.main(["predict", str(clip), "-o", str(tmp_path / "o"), "--vertices"]) == 0
+    # a video's JSON Lines hold the vertices only when asked (they are large)
+    assert calls == [(clip, tmp_path / "o", False, 4), (clip, tmp_path / "o", True, 10)]
 
 
 def test_from_pretrained_on_a_tiny_converted_dir(tmp_path):

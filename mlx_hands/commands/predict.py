@@ -46,7 +46,9 @@ def add_parser(sub, help_text: str) -> argparse.ArgumentParser:
                         "uses 2.0)")
     p.add_argument("--focal-length", type=float, default=None, metavar="PX",
                    help="your camera's focal length in pixels of the input image (default: WiLoR's 5000/256 * max(W, H))")
-    p.add_argument("--no-vertices", action="store_true", help="leave the 778 mesh vertices out of the JSON")
+    p.add_argument("--no-vertices", action="store_true", help="leave the 778 mesh vertices out of images' JSON")
+    p.add_argument("--vertices", action="store_true",
+                   help="also write the 778 mesh vertices per hand into a video's JSON Lines (large; off by default)")
     p.add_argument("--annotated", action="store_true",
                    help="also write <name>_annotated.jpg per image: meshes, skeletons, boxes and sides drawn on it")
     add_stream_arguments(p)
@@ -115,8 +117,7 @@ def image_result(path: Path, image_wh, hands, pipe, timings: dict) -> dict:
 
 def _process_video(pipe, path: Path, out: Path, include_vertices: bool, tracking: dict) -> bool:
     """One video -> files in out and one line (stdout, or stderr naming what was wrong) -> False if incomplete."""
-    with sigterm_as_interrupt():  # SIGTERM stops like Ctrl-C: partial results kept, summary written
-        s = process_video(pipe, path, out, include_vertices=include_vertices, **tracking)
+    s = process_video(pipe, path, out, include_vertices=include_vertices, **tracking)
     if not s.complete:
         print(f"{path}: error: {s.error} (results for {s.frames} frames kept in {out})", file=sys.stderr, flush=True)
         return False
@@ -143,7 +144,9 @@ def run(args) -> int:
         print(line, file=sys.stderr)
     if not items:
         return 1
-    with output_dir(args.out) as out:  # checked before the model loads; removed again if nothing is written
+    # the output folder is checked before the model loads and removed again if nothing is written; SIGTERM stops
+    # like Ctrl-C (what is done is kept, a video's summary is written)
+    with output_dir(args.out) as out, sigterm_as_interrupt():
         pipe = HandPosePipeline.from_pretrained(
             args.model, mano_path=args.mano, dtype=args.dtype, revision=args.revision,
             conf=args.conf, iou=args.iou, max_det=args.max_det, imgsz=args.imgsz,
@@ -154,7 +157,7 @@ def run(args) -> int:
         for kind, path in items:
             try:
                 if kind == "video":
-                    failed += not _process_video(pipe, path, out, not args.no_vertices, tracking)
+                    failed += not _process_video(pipe, path, out, args.vertices, tracking)
                     continue
                 t = time.perf_counter()
                 image = load_image(path)
