@@ -12,6 +12,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..config import DetectorConfig
+from . import cpu_math
 from .compiled import CompiledForward, compile_enabled
 
 STRIDES = (8, 16, 32)  # P3, P4, P5 of yolov8-pose
@@ -24,9 +25,11 @@ class Conv(nn.Module):
     def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1):
         super().__init__()
         self.conv = nn.Conv2d(c1, c2, kernel_size=k, stride=s, padding=k // 2, bias=True)
+        self.cpu_math: bool | None = None  # SiLU from models/cpu_math.py; None: on the CPU only
 
     def __call__(self, x: mx.array) -> mx.array:
-        return nn.silu(self.conv(x))
+        y = self.conv(x)
+        return cpu_math.silu(y) if cpu_math.use(self.cpu_math) else nn.silu(y)
 
 
 class Bottleneck(nn.Module):
