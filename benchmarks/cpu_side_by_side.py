@@ -6,7 +6,8 @@
 
 Every worker builds its model once (random weights, float32), warms up, then waits; the parent asks each in
 turn for `--calls` timed calls, so that drift of a shared machine hits every worker alike, and nothing of the
-idle workers runs meanwhile (a pause lets OpenMP/OpenBLAS threads go to sleep first). The timed unit is that
+idle workers runs meanwhile (a pause lets OpenMP/OpenBLAS threads go to sleep first; --wait-quiet also waits
+for the other processes of a shared machine to go quiet). The timed unit is that
 of `mlx-hands bench`: host uint8 crop(s) in, every output on the host (model stage, b = --batch); or one
 1280x720 frame with N planted hands -> Hand records (route: detector, crops, model, post-processing); or
 the detector alone on that frame.
@@ -17,8 +18,9 @@ median of the "quiet" calls, those during which others used less than --quiet co
 time per call (all its threads; spinning BLAS/OpenMP threads count).
 
 Workers: mlx, torch (needs --reference; torch.set_num_threads(--torch-threads)), mlx-route:N, mlx-detect.
-Switches after a colon, comma-separated: no-cpu-math (MLX's own erf/exp/attention), compile (mx.compile
-the forward, as on GPUs), e.g. mlx:no-cpu-math or mlx-route:2,no-cpu-math.
+Switches after a colon, comma-separated: no-cpu-math (MLX's own erf/exp/attention), one-stream (cpu_math's
+elementwise work on one CPU stream), blas-no-spin (OPENBLAS_THREAD_TIMEOUT=4), compile (mx.compile the forward, as on GPUs), e.g. mlx:no-cpu-math or
+mlx-route:2,no-cpu-math.
 """
 
 from __future__ import annotations
@@ -51,6 +53,13 @@ def busy_ticks() -> int:
     return v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
 
 
+def others_cores(seconds: float = 0.5) -> float:
+    """Cores that other processes kept busy over the next `seconds` (the caller sleeping meanwhile)."""
+    b0, o0 = busy_ticks(), own_ticks()
+    time.sleep(seconds)
+    return max(((busy_ticks() - b0) - (own_ticks() - o0)) / CLK / seconds, 0.0)
+
+
 def own_ticks() -> int:
     with open("/proc/self/stat") as f:
         v = f.read().rsplit(")", 1)[1].split()
@@ -74,12 +83,19 @@ def build(kind: str, flags: set[str], args):
 
     from mlx_hands.blas import use_system_blas
 
+    if "blas-no-spin" in flags:  # OpenBLAS's idle threads sleep at once instead of spinning ~0.1 s
+        os.environ["OPENBLAS_THREAD_TIMEOUT"] = "4"
     blas = use_system_blas()
     import mlx.core as mx
 
     from mlx_hands import bench
 
     mx.set_default_device(mx.cpu)
+
+    from mlx_hands.models import cpu_math
+
+    if "one-stream" in flags:
+        cpu_math.STREAMS = 1
 
     def configure(model):
         model.compile = "compile" in flags
@@ -153,6 +169,8 @@ def main():
     p.add_argument("--torch-threads", type=int, default=2)
     p.add_argument("--pause", type=float, default=1.0, help="seconds between workers' turns")
     p.add_argument("--quiet", type=float, default=0.1, help="a call is quiet when others used fewer cores")
+    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                   help="before each turn, wait up to this long for others to use fewer than --quiet cores")
     p.add_argument("--json", type=Path)
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -177,6 +195,9 @@ def main():
         for r in range(args.rounds):
             for s in specs:
                 time.sleep(args.pause)
+                deadline = time.monotonic() + args.wait_quiet
+                while time.monotonic() < deadline and others_cores() >= args.quiet:
+                    pass
                 procs[s].stdin.write(f"{args.calls}\n")
                 procs[s].stdin.flush()
                 got = read_reply(procs[s])

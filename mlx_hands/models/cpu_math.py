@@ -17,8 +17,8 @@ mx.fast.scaled_dot_product_attention, MLX's own ops and models/kernels.py).
 
 from __future__ import annotations
 
+import functools
 import math
-from functools import partial
 
 import mlx.core as mx
 
@@ -60,7 +60,7 @@ def exp(x: mx.array) -> mx.array:
     return mx.view(mx.left_shift(mx.view(m, mx.int32) - (0x4B400000 - 127), 23), mx.float32) * e_r
 
 
-@partial(mx.compile, shapeless=True)
+@mx.compile  # not shapeless: MLX 0.32's shapeless CPU kernels ran 3x slower once called with a second shape
 def gelu(x: mx.array) -> mx.array:
     """Exact (erf) GELU, x * Phi(x), as torch.nn.GELU(). Abs error < 2.2e-7 max(|x|, 1) (MLX: 1.6e-7)."""
     y = x.astype(mx.float32)
@@ -75,22 +75,58 @@ def silu(x: mx.array) -> mx.array:
 
 
 @mx.compile
-def _softmax(s: mx.array, scale: mx.array) -> mx.array:
+def _softmax_parts(s: mx.array, scale: mx.array) -> tuple[mx.array, mx.array]:
+    """e = exp(scale (s - max s)) and its row sums, over the last axis, float32."""
     s = s.astype(mx.float32)
     e = exp((s - s.max(axis=-1, keepdims=True)) * scale)
-    return e / e.sum(axis=-1, keepdims=True)
+    return e, e.sum(axis=-1, keepdims=True)
 
 
 def softmax(s: mx.array, scale: float = 1.0) -> mx.array:
     """softmax(scale * s) over the last axis, in float32 (scale > 0)."""
-    return _softmax(s, mx.array(scale, mx.float32))
+    e, total = _softmax_parts(s, mx.array(scale, mx.float32))
+    return e / total
+
+
+# CPU streams that elementwise work is split over: MLX runs each CPU stream on a thread of its own, and its
+# elementwise kernels are single-threaded, so two streams keep both cores of a small machine busy. The matrix
+# products stay on the default stream (BLAS threads them itself). 1 turns the split off (for A/B runs).
+STREAMS = 2
+
+
+@functools.cache
+def _side_stream() -> mx.Stream:
+    return mx.new_stream(mx.cpu)
+
+
+def _split_apply(fn, x: mx.array, axis: int) -> list:
+    """[fn(part) for the parts of x along axis]: one part, or two with the second on a second CPU stream."""
+    if STREAMS < 2 or x.shape[axis] < 2:
+        return [fn(x)]
+    lo, hi = mx.split(x, [x.shape[axis] // 2], axis=axis)
+    first = fn(lo)
+    with mx.stream(_side_stream()):
+        second = fn(hi)
+    return [first, second]
+
+
+def gelu_rows(x: mx.array) -> mx.array:
+    """gelu with the rows (axis -2) split over the CPU streams."""
+    if x.ndim < 2:
+        return gelu(x)
+    parts = _split_apply(gelu, x, axis=-2)
+    return parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=-2)
 
 
 def attention(q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.array:
     """softmax(scale q k^T) v for q, k, v (B, heads, N, D): what mx.fast.scaled_dot_product_attention computes,
-    as two batched matrix products around the softmax above."""
-    p = softmax(q @ k.swapaxes(-1, -2), scale)
-    return p.astype(v.dtype) @ v
+    as two batched matrix products around the exponentials above, the heads split over the CPU streams; the
+    rows are normalised after the product with v (N x D numbers instead of N x N)."""
+    scale = mx.array(scale, mx.float32)
+    parts = _split_apply(lambda t: _softmax_parts(t, scale), q @ k.swapaxes(-1, -2), axis=1)
+    vs = mx.split(v, [parts[0][0].shape[1]], axis=1)[: len(parts)]
+    out = [(e.astype(v.dtype) @ vh) / total.astype(v.dtype) for (e, total), vh in zip(parts, vs)]
+    return out[0] if len(out) == 1 else mx.concatenate(out, axis=1)
 
 
 def use(setting: bool | None) -> bool:
