@@ -18,8 +18,7 @@ median of the "quiet" calls, those during which others used less than --quiet co
 time per call (all its threads; spinning BLAS/OpenMP threads count).
 
 Workers: mlx, torch (needs --reference; torch.set_num_threads(--torch-threads)), mlx-route:N, mlx-detect.
-Switches after a colon, comma-separated: no-cpu-math (MLX's own erf/exp/attention), one-stream (cpu_math's
-elementwise work on one CPU stream), blas-no-spin (OPENBLAS_THREAD_TIMEOUT=4), compile (mx.compile the forward, as on GPUs), e.g. mlx:no-cpu-math or
+Switches after a colon, comma-separated: no-cpu-math (MLX's own erf/exp/attention), blas-no-spin (OPENBLAS_THREAD_TIMEOUT=4), compile (mx.compile the forward, as on GPUs), e.g. mlx:no-cpu-math or
 mlx-route:2,no-cpu-math.
 """
 
@@ -91,11 +90,6 @@ def build(kind: str, flags: set[str], args):
     from mlx_hands import bench
 
     mx.set_default_device(mx.cpu)
-
-    from mlx_hands.models import cpu_math
-
-    if "one-stream" in flags:
-        cpu_math.STREAMS = 1
 
     def configure(model):
         model.compile = "compile" in flags

@@ -1,15 +1,18 @@
-"""erf and exp as short chains of multiplies and adds, and the functions built on them (exact GELU, softmax,
-attention, SiLU), for MLX's CPU backend.
+"""The exact GELU, softmax/attention and SiLU for MLX's CPU backend, as multiply-add chains that mx.compile turns
+into vectorised C++ loops.
 
-The Linux mlx wheel is built for baseline x86-64, so its CPU erf and exp (mlx/backend/cpu/simd/math.h)
-evaluate every fused multiply-add through a libm call (std::fma): ~26 ns an element for erf, ~12 for exp,
-single-threaded. In ViT-H at one crop that was 31 ms of GELU and 10 ms of softmax per block, over a third
-of the forward. The same polynomials written as MLX ops, fused by mx.compile into one C++ loop, take a
-tenth of that; without a C++ compiler mx.compile runs the ops unfused, still 3x faster than MLX's erf.
+The Linux mlx wheel is built for baseline x86-64: its CPU erf and exp (mlx/backend/cpu/simd/math.h) evaluate
+every fused multiply-add through a libm call (std::fma), ~26 ns an element for erf, ~12 for exp, single-threaded.
+In ViT-H at one crop that was 31 ms of GELU and 10 ms of softmax per block, over a third of the forward; the
+detector's SiLU took ~1 s a frame. Here GELU takes 1.2 ms, the softmax's exponentials 2 ms, per block.
 
-Accuracy (float32, measured against float64 on a dense grid): erf max abs error 4.4e-7 (MLX's own 5.3e-7;
-PyTorch's CPU erf is the same Abramowitz-Stegun formula as MLX's), exp relative error 2e-7 in the normal
-range. Half-precision inputs are evaluated in float32 and rounded once.
+How the loops stay fast: MLX fuses at most 11 levels of a graph into one kernel, and GCC (at MLX's -O3, SSE2)
+leaves a loop scalar when it holds a select or a min/max. So the polynomials are evaluated by Estrin's scheme
+(shallow), and every clamp is a compiled step of its own, before the arithmetic.
+
+Accuracy (float32 against float64 on dense grids): GELU abs error < 2.2e-7 max(|x|, 1) (MLX's own 1.6e-7; both
+use approximations of erf, PyTorch's CPU erf is MLX's formula; here GELU(-100) is 8e-6, not 0); exp relative error 1.2e-7 on [-87, 88] (MLX's
+3.7e-6). Half-precision inputs are computed in float32 and rounded once.
 
 The formulas are plain MLX ops and run on every backend; the models use them on the CPU only (GPUs keep
 mx.fast.scaled_dot_product_attention, MLX's own ops and models/kernels.py).
@@ -17,116 +20,142 @@ mx.fast.scaled_dot_product_attention, MLX's own ops and models/kernels.py).
 
 from __future__ import annotations
 
-import functools
 import math
 
 import mlx.core as mx
 
-# erf on [-4, 4] as x P(x^2) / Q(x^2); beyond, erf is +-1 in float32. The float32 rational approximation
-# of Eigen (Eigen/src/Core/arch/Default/GenericPacketMathFunctions.h, generic_fast_erf_float), also XLA's.
+# erf(x) = x P(x^2) / Q(x^2) on [-4, 4], +-1 beyond in float32: Eigen's float32 rational approximation
+# (Eigen/src/Core/arch/Default/GenericPacketMathFunctions.h, generic_fast_erf_float), also XLA's; highest power first.
 _ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
           -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)
 _ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
           -1.42647390514189e-02)
 
-# e^r = 1 + r + r^2 P(r) on |r| <= ln(2) / 2, and ln(2) in two parts for the reduction (Cephes expf.c)
+# GELU(y) = y/2 + (y xs) P'(w) / Q'(w) with xs = y clipped to +-4 sqrt(2), w = xs^2: the erf above at y / sqrt(2),
+# its 1/sqrt(2) and GELU's 1/2 folded into the coefficients (lowest power first).
+_GELU_CLIP = 4 * math.sqrt(2)
+_GELU_P = tuple(0.5 * c / 2**k / math.sqrt(2) for k, c in enumerate(_ERF_P[::-1]))
+_GELU_Q = tuple(c / 2**k for k, c in enumerate(_ERF_Q[::-1]))
+
+# e^x = 2^n e^r, n = round(x / ln 2), |r| <= ln(2) / 2, e^r = 1 + r + r^2 P(r) (Cephes expf.c; P highest first),
+# ln(2) in two parts for an exact reduction. 2^n is put together in the exponent bits of a float32.
 _EXP_P = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)
 _LN2_HI, _LN2_LO = 0.693359375, -2.12194440e-4
 _ROUND = 12582912.0  # 1.5 * 2^23: y + _ROUND rounds y to an integer held in the low mantissa bits
+_EXP_LO, _EXP_HI = -87.0, 88.0  # e^x stays a normal, finite float32
 
 
-def _horner(x: mx.array, coeffs: tuple[float, ...]) -> mx.array:
-    p = coeffs[0] * x + coeffs[1]
-    for c in coeffs[2:]:
-        p = p * x + c
-    return p
+def _clip(x: mx.array, lo: float, hi: float) -> mx.array:
+    """Clip with selects (propagates NaN), in a compiled step of its own (see the module docstring)."""
+    return mx.where(x < lo, lo, mx.where(x > hi, hi, x))
 
 
-def erf(x: mx.array) -> mx.array:
-    """erf in float32 (x any float dtype); max abs error 4.4e-7."""
-    x = mx.clip(x.astype(mx.float32), -4.0, 4.0)
-    x2 = x * x
-    return x * _horner(x2, _ERF_P) / _horner(x2, _ERF_Q)
+# ---------------------------------------------------------------- GELU
+
+
+@mx.compile
+def _gelu_clip(y: mx.array) -> mx.array:
+    return _clip(y, -_GELU_CLIP, _GELU_CLIP)
+
+
+@mx.compile
+def _gelu_rational(y: mx.array, xs: mx.array) -> mx.array:
+    w = xs * xs
+    w2 = w * w
+    w4 = w2 * w2
+    a, b = _GELU_P, _GELU_Q
+    p = (a[0] + a[1] * w) + w2 * (a[2] + a[3] * w) + w4 * ((a[4] + a[5] * w) + a[6] * w2)
+    q = (b[0] + b[1] * w) + w2 * (b[2] + b[3] * w) + w4 * b[4]
+    return 0.5 * y + (y * xs) * (p / q)
+
+
+def gelu(x: mx.array) -> mx.array:
+    """Exact (erf) GELU, x Phi(x), as torch.nn.GELU()."""
+    y = x.astype(mx.float32)
+    return _gelu_rational(y, _gelu_clip(y)).astype(x.dtype)
+
+
+# ---------------------------------------------------------------- exp and what uses it
+
+
+@mx.compile
+def _exp_clip(x: mx.array) -> mx.array:
+    return _clip(x, _EXP_LO, _EXP_HI)
+
+
+@mx.compile
+def _exp_reduce(x: mx.array) -> tuple[mx.array, mx.array]:
+    """x (clipped) -> (m, r): m a float whose low mantissa bits hold n = round(x / ln 2); r = x - n ln 2."""
+    m = x * (1 / math.log(2)) + _ROUND
+    n = m - _ROUND
+    return m, (x - n * _LN2_HI) - n * _LN2_LO
+
+
+@mx.compile
+def _exp2_bits(m_bits: mx.array) -> mx.array:
+    """The int32 bits of the float32 2^n, from the bits of m."""
+    return mx.left_shift(m_bits - (0x4B400000 - 127), 23)
+
+
+def _exp_parts(x: mx.array) -> tuple[mx.array, mx.array]:
+    """x (float32, clipped) -> (2^n, r) with e^x = 2^n e^r."""
+    m, r = _exp_reduce(x)
+    return mx.view(_exp2_bits(mx.view(m, mx.int32)), mx.float32), r
+
+
+def _exp_r(r: mx.array) -> mx.array:
+    """e^r for |r| <= ln(2) / 2, Estrin's scheme."""
+    p = _EXP_P
+    r2 = r * r
+    return 1 + r + r2 * (((p[5] + p[4] * r) + r2 * (p[3] + p[2] * r)) + (r2 * r2) * (p[1] + p[0] * r))
+
+
+@mx.compile
+def _exp_finish(pow2n: mx.array, r: mx.array) -> mx.array:
+    return pow2n * _exp_r(r)
 
 
 def exp(x: mx.array) -> mx.array:
-    """e^x in float32 for x in [-87, 88] (clamped there: 0 < result < inf), as 2^n e^r with n = round(x / ln 2);
-    2^n is put together in the exponent bits."""
-    x = mx.clip(x.astype(mx.float32), -87.0, 88.0)
-    m = x * (1 / math.log(2)) + _ROUND
-    n = m - _ROUND  # round(x / ln 2), exactly
-    r = x - n * _LN2_HI - n * _LN2_LO
-    e_r = 1 + r + r * r * _horner(r, _EXP_P)
-    return mx.view(mx.left_shift(mx.view(m, mx.int32) - (0x4B400000 - 127), 23), mx.float32) * e_r
-
-
-@mx.compile  # not shapeless: MLX 0.32's shapeless CPU kernels ran 3x slower once called with a second shape
-def gelu(x: mx.array) -> mx.array:
-    """Exact (erf) GELU, x * Phi(x), as torch.nn.GELU(). Abs error < 2.2e-7 max(|x|, 1) (MLX: 1.6e-7)."""
-    y = x.astype(mx.float32)
-    return (y * (1 + erf(y * (1 / math.sqrt(2)))) * 0.5).astype(x.dtype)
+    """e^x in float32, x clipped to [-87, 88] first (so 0 < result < inf; NaN stays NaN)."""
+    return _exp_finish(*_exp_parts(_exp_clip(x.astype(mx.float32))))
 
 
 @mx.compile
+def _silu_finish(y: mx.array, pow2n: mx.array, r: mx.array) -> mx.array:
+    return y / (1 + pow2n * _exp_r(r))
+
+
 def silu(x: mx.array) -> mx.array:
-    """x * sigmoid(x)."""
+    """x sigmoid(x) = x / (1 + e^-x)."""
     y = x.astype(mx.float32)
-    return (y / (1 + exp(-y))).astype(x.dtype)
+    return _silu_finish(y, *_exp_parts(_exp_clip(-y))).astype(x.dtype)
 
 
 @mx.compile
-def _softmax_parts(s: mx.array, scale: mx.array) -> tuple[mx.array, mx.array]:
-    """e = exp(scale (s - max s)) and its row sums, over the last axis, float32."""
+def _shifted_logits(s: mx.array, row_max: mx.array, scale: mx.array) -> mx.array:
+    return _clip((s - row_max) * scale, _EXP_LO, 0.0)
+
+
+def _softmax_parts(s: mx.array, scale: float) -> tuple[mx.array, mx.array]:
+    """e = exp(scale (s - max s)) over the last axis and its row sums, float32."""
     s = s.astype(mx.float32)
-    e = exp((s - s.max(axis=-1, keepdims=True)) * scale)
+    x = _shifted_logits(s, s.max(axis=-1, keepdims=True), mx.array(scale, mx.float32))
+    e = _exp_finish(*_exp_parts(x))
     return e, e.sum(axis=-1, keepdims=True)
 
 
 def softmax(s: mx.array, scale: float = 1.0) -> mx.array:
     """softmax(scale * s) over the last axis, in float32 (scale > 0)."""
-    e, total = _softmax_parts(s, mx.array(scale, mx.float32))
+    e, total = _softmax_parts(s, scale)
     return e / total
-
-
-# CPU streams that elementwise work is split over: MLX runs each CPU stream on a thread of its own, and its
-# elementwise kernels are single-threaded, so two streams keep both cores of a small machine busy. The matrix
-# products stay on the default stream (BLAS threads them itself). 1 turns the split off (for A/B runs).
-STREAMS = 2
-
-
-@functools.cache
-def _side_stream() -> mx.Stream:
-    return mx.new_stream(mx.cpu)
-
-
-def _split_apply(fn, x: mx.array, axis: int) -> list:
-    """[fn(part) for the parts of x along axis]: one part, or two with the second on a second CPU stream."""
-    if STREAMS < 2 or x.shape[axis] < 2:
-        return [fn(x)]
-    lo, hi = mx.split(x, [x.shape[axis] // 2], axis=axis)
-    first = fn(lo)
-    with mx.stream(_side_stream()):
-        second = fn(hi)
-    return [first, second]
-
-
-def gelu_rows(x: mx.array) -> mx.array:
-    """gelu with the rows (axis -2) split over the CPU streams."""
-    if x.ndim < 2:
-        return gelu(x)
-    parts = _split_apply(gelu, x, axis=-2)
-    return parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=-2)
 
 
 def attention(q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.array:
     """softmax(scale q k^T) v for q, k, v (B, heads, N, D): what mx.fast.scaled_dot_product_attention computes,
-    as two batched matrix products around the exponentials above, the heads split over the CPU streams; the
-    rows are normalised after the product with v (N x D numbers instead of N x N)."""
-    scale = mx.array(scale, mx.float32)
-    parts = _split_apply(lambda t: _softmax_parts(t, scale), q @ k.swapaxes(-1, -2), axis=1)
-    vs = mx.split(v, [parts[0][0].shape[1]], axis=1)[: len(parts)]
-    out = [(e.astype(v.dtype) @ vh) / total.astype(v.dtype) for (e, total), vh in zip(parts, vs)]
-    return out[0] if len(out) == 1 else mx.concatenate(out, axis=1)
+    as two batched matrix products around the exponentials above; the rows are normalised after the product
+    with v (N x D numbers instead of N x N)."""
+    e, total = _softmax_parts(q @ k.swapaxes(-1, -2), scale)
+    return (e.astype(v.dtype) @ v) / total.astype(v.dtype)
 
 
 def use(setting: bool | None) -> bool:

@@ -51,7 +51,7 @@ class Mlp(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         h = self.fc1(x)
-        h = cpu_math.gelu_rows(h) if cpu_math.use(self.cpu_math) else kernels.gelu(h)  # exact (erf), as torch.nn.GELU()
+        h = cpu_math.gelu(h) if cpu_math.use(self.cpu_math) else kernels.gelu(h)  # exact (erf), as torch.nn.GELU()
         return self.fc2(h)
 
 
