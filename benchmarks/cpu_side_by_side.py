@@ -121,6 +121,7 @@ def build(kind: str, flags: set[str], args):
 def worker(spec: str, args) -> None:
     kind, _, rest = spec.partition(":")
     flags = {f for f in rest.split(",") if f}
+    args.hands = 2
     if kind == "mlx-route":
         hands = [f for f in flags if f.isdigit()]
         args.hands = int(hands[0]) if hands else 2
