@@ -73,7 +73,7 @@ def test_vit_block_and_detector_switches_agree():
     for v in (False, True):
         _set(blk, v)
         outs.append(np.array(blk(x)))
-    np.testing.assert_allclose(outs[1], outs[0], atol=2e-6)
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-5)  # also on a GPU (other GEMM orders)
 
     det = YOLOPose(DetectorConfig(width=0.0625, depth=0.34, max_channels=64))
     img = mx.array(bench.make_crops(1, size=64))
