@@ -25,7 +25,7 @@ class Attention(nn.Module):
         self.scale = (dim // num_heads) ** -0.5
         self.qkv = nn.Linear(dim, 3 * dim)  # names match the WiLoR checkpoint
         self.proj = nn.Linear(dim, dim)
-        # attention as two matrix products around cpu_math.softmax; None: on the CPU only (models/cpu_math.py)
+        # cpu_math.attention (two matrix products around fast exponentials); None: on the CPU only
         self.cpu_math: bool | None = None
 
     def __call__(self, x: mx.array) -> mx.array:
