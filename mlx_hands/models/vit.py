@@ -13,8 +13,9 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..config import ViTConfig
+from . import cpu_math, kernels
 from .geometry import rot6d_to_rotmat
-from .kernels import add_layer_norm, gelu
+from .kernels import add_layer_norm
 
 
 class Attention(nn.Module):
@@ -24,6 +25,8 @@ class Attention(nn.Module):
         self.scale = (dim // num_heads) ** -0.5
         self.qkv = nn.Linear(dim, 3 * dim)  # names match the WiLoR checkpoint
         self.proj = nn.Linear(dim, dim)
+        # cpu_math.attention (two matrix products around fast exponentials); None: on the CPU only
+        self.cpu_math: bool | None = None
 
     def __call__(self, x: mx.array) -> mx.array:
         B, N, C = x.shape
@@ -32,7 +35,10 @@ class Attention(nn.Module):
         # first axis is a gather, i.e. three copies per block). The fused attention reads the views, and
         # its output comes back laid out as (B, N, heads, D), so the reshape below is free too.
         q, k, v = (qkv[:, :, i : i + 1].squeeze(2).transpose(0, 2, 1, 3) for i in range(3))
-        o = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        if cpu_math.use(self.cpu_math):
+            o = cpu_math.attention(q, k, v, self.scale)
+        else:
+            o = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale)
         return self.proj(o.transpose(0, 2, 1, 3).reshape(B, N, C))
 
 
@@ -41,9 +47,12 @@ class Mlp(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
+        self.cpu_math: bool | None = None  # GELU from models/cpu_math.py; None: on the CPU only
 
     def __call__(self, x: mx.array) -> mx.array:
-        return self.fc2(gelu(self.fc1(x)))  # exact (erf) GELU, as torch.nn.GELU()
+        h = self.fc1(x)
+        h = cpu_math.gelu(h) if cpu_math.use(self.cpu_math) else kernels.gelu(h)  # exact (erf), as torch.nn.GELU()
+        return self.fc2(h)
 
 
 class Block(nn.Module):

@@ -12,6 +12,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..config import DetectorConfig
+from . import cpu_math
 from .compiled import CompiledForward, compile_enabled
 
 STRIDES = (8, 16, 32)  # P3, P4, P5 of yolov8-pose
@@ -24,9 +25,20 @@ class Conv(nn.Module):
     def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1):
         super().__init__()
         self.conv = nn.Conv2d(c1, c2, kernel_size=k, stride=s, padding=k // 2, bias=True)
+        # the CPU formulations: SiLU from models/cpu_math.py, a 1x1 convolution as one matrix product (MLX's
+        # CPU convolution pads and copies its input first); None: on the CPU only
+        self.cpu_math: bool | None = None
 
     def __call__(self, x: mx.array) -> mx.array:
-        return nn.silu(self.conv(x))
+        if not cpu_math.use(self.cpu_math):
+            return nn.silu(self.conv(x))
+        w = self.conv.weight  # (c2, k, k, c1)
+        if w.shape[1] == w.shape[2] == 1 and self.conv.stride == (1, 1):
+            y = mx.addmm(self.conv.bias, x.reshape(-1, w.shape[-1]), w.reshape(w.shape[0], -1).T)
+            y = y.reshape(*x.shape[:-1], w.shape[0])
+        else:
+            y = self.conv(x)
+        return cpu_math.silu(y)
 
 
 class Bottleneck(nn.Module):
