@@ -155,11 +155,13 @@ __device__ __forceinline__ float gelu_f(float v) {
 """
 
 # x, y, out, s: (rows, N). A warp per row; 16-byte accesses when every pointer allows them (fresh MLX
-# buffers always do), one element per access otherwise. eps is a by-value kernel argument: as an array input it
-# would live in managed memory, and reading it cost a page migration per launch (~16 us).
+# buffers always do), one element per access otherwise. eps is a by-value kernel argument (its float32 bits: MLX
+# 0.32.4's precompiled kernels refuse Python floats): as an array input it would live in managed memory, and
+# reading it cost a page migration per launch (~16 us).
 _ADD_LN = _HEADER + """
 template <typename T, int N>
-__global__ void add_ln(const T* x, const T* y, const T* w, const T* b, T* s, T* out, int rows, float eps) {
+__global__ void add_ln(const T* x, const T* y, const T* w, const T* b, T* s, T* out, int rows, int eps_bits) {
+  const float eps = __int_as_float(eps_bits);
   const int row = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x & 31;
   if (row >= rows) return;
@@ -191,7 +193,7 @@ def add_layer_norm(x: mx.array, y: mx.array, weight: mx.array, bias: mx.array, e
     s, out = launch(
         _ADD_LN, f"add_ln<{CUDA_TYPES[x.dtype]}, {n}>",
         [x.reshape(rows, n), y.reshape(rows, n), weight.astype(x.dtype), bias.astype(x.dtype)],
-        scalars=[rows, float(eps)], grid=(rows * 32, 1, 1), threadgroup=(32 * _ROWS_PER_BLOCK, 1, 1),
+        scalars=[rows, nvrtc.float_bits(eps)], grid=(rows * 32, 1, 1), threadgroup=(32 * _ROWS_PER_BLOCK, 1, 1),
         output_shapes=[(rows, n), (rows, n)], output_dtypes=[x.dtype, x.dtype])
     return s.reshape(x.shape), out.reshape(x.shape)
 

@@ -22,6 +22,7 @@ import threading
 from pathlib import Path
 
 import mlx.core as mx
+import numpy as np
 
 from ..settings import kernel_cache_dir
 
@@ -166,8 +167,8 @@ def build(source: str, name: str) -> tuple[bytes, str]:
 
 
 def launch(source: str, name: str, inputs, *, scalars=(), grid, threadgroup, output_shapes, output_dtypes):
-    """Run kernel `name` of `source` (built by build()) on MLX arrays; scalars are int/float/bool values passed by
-    value after the inputs' and outputs' pointers. Inputs are made row-contiguous first."""
+    """Run kernel `name` of `source` (built by build()) on MLX arrays; scalars are int32 values passed by value after
+    the inputs' and outputs' pointers (floats through float_bits). Inputs are made row-contiguous first."""
     cubin, lowered = build(source, name)
     return mx.fast.precompiled_cuda_kernel(
         name=lowered, compiled_source=cubin, inputs=inputs, output_shapes=output_shapes, output_dtypes=output_dtypes,
@@ -179,6 +180,12 @@ def split64(value: int) -> tuple[int, int]:
     joins them with JOIN64 (in HEADER)."""
     lo, hi = value & 0xFFFFFFFF, (value >> 32) & 0xFFFFFFFF
     return lo - (1 << 32) if lo >= 1 << 31 else lo, hi - (1 << 32) if hi >= 1 << 31 else hi
+
+
+def float_bits(value: float) -> int:
+    """A float32 as the int32 of its bits: MLX 0.32.4's precompiled_cuda_kernel refuses Python floats as scalars
+    ("Received float but must be one of bool, int or float"); the kernel reads it with __int_as_float."""
+    return int(np.array(value, np.float32).view(np.int32))
 
 
 HEADER = r"""
