@@ -10,7 +10,7 @@ reboot or a new container empties. Here:
   (models/nvrtc.py) live there too.
 * `Warmup` gates the compiled forwards of loaded models (models/compiled.py): while a model's kernels are not in
   the cache, the model runs uncompiled (MLX's eager GPU operations are compiled ahead, in its library) and one
-  background process (`python -m mlx_hands.kernel_cache SPEC`) compiles them on a copy of the model with random
+  background process (`python -m mlx_hands.warm_job JOB`, mlx_hands.warm_job) compiles them on a copy of the model with random
   weights (the kernels depend on the graph and the dtypes, not on the weight values); once it has written its
   marker, the next call runs compiled, reading the kernels from the cache (~0.1 s, once). A log warning says so
   while it happens. MLX_HANDS_WARMUP=foreground compiles in the first call instead, as MLX would by itself.
@@ -33,19 +33,16 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 
-from .config import DetectorConfig, WiLoRConfig
 from .models import kernels
 from .models.compiled import compile_enabled
 from .quant import quantization_config
 from .settings import kernel_cache_dir, warmup_mode
-from .synthetic import random_detector, random_mano, random_model
 
 log = logging.getLogger(__name__)
 
@@ -98,25 +95,25 @@ def signature(spec: dict) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:20]
 
 
-def _warm_dir(folder: Path) -> Path:
+def warm_dir(folder: Path) -> Path:
     return folder / "mlx-hands" / "warm"
 
 
 def is_warm(folder: Path, sig: str) -> bool:
     """The marker of `sig` is there, and so is every kernel file it lists (a cleaned cache is cold again)."""
     try:
-        files = json.loads((_warm_dir(folder) / f"{sig}.done").read_text()).get("files", [])
+        files = json.loads((warm_dir(folder) / f"{sig}.done").read_text()).get("files", [])
     except (OSError, ValueError):
         return False
     return all((folder / f).is_file() for f in files)
 
 
-def _kernel_files(folder: Path) -> set[str]:
+def kernel_files(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for pattern in ("*.ptx", "*.cubin") for p in folder.rglob(pattern)}
 
 
 def mark_warm(folder: Path, sig: str, spec: dict, seconds: float, files=()) -> None:
-    d = _warm_dir(folder)
+    d = warm_dir(folder)
     d.mkdir(parents=True, exist_ok=True)
     (d / f"{sig}.done").write_text(json.dumps({"spec": spec, "seconds": round(seconds, 1), "time": time.time(),
                                                "files": sorted(files)}))
@@ -125,13 +122,13 @@ def mark_warm(folder: Path, sig: str, spec: dict, seconds: float, files=()) -> N
 # ---------------------------------------------------------------- compiling in the foreground
 
 
-def _forward(model, batch: int) -> None:
+def forward(model, batch: int) -> None:
     crops = np.random.default_rng(batch).integers(0, 256, (batch, *model.config.vit.image_size, 3), dtype=np.uint8)
     out = model(crops)
     mx.eval(out.vertices, out.keypoints_3d, out.cam, out.global_orient, out.hand_pose, out.betas)
 
 
-def _detect(detector, shape: tuple[int, int]) -> None:
+def detect(detector, shape: tuple[int, int]) -> None:
     x = mx.array(np.random.default_rng(0).integers(0, 256, (1, *shape, 3), dtype=np.uint8))
     mx.eval(detector(x))
 
@@ -141,13 +138,13 @@ def warm(model=None, detector=None, *, batches=WILOR_BATCHES, shapes=DETECTOR_SH
     their kernels are compiled into the kernel cache now; marks them warm for Warmup. on_step(name, seconds) is
     called after each step."""
     folder = kernel_cache_dir()
-    for kind, module, sizes, run in (("wilor", model, batches, _forward), ("detector", detector, shapes, _detect)):
+    for kind, module, sizes, run in (("wilor", model, batches, forward), ("detector", detector, shapes, detect)):
         if module is None:
             continue
         gate = module._compiled.gate
         module._compiled.gate = None  # compile now, whatever the gate says
         start = time.perf_counter()
-        before = _kernel_files(folder) if folder.is_dir() else set()
+        before = kernel_files(folder) if folder.is_dir() else set()
         try:
             for size in sizes:
                 t = time.perf_counter()
@@ -160,7 +157,7 @@ def warm(model=None, detector=None, *, batches=WILOR_BATCHES, shapes=DETECTOR_SH
         spec = model_spec(kind, module)
         if spec is not None and _on_cuda() and compile_enabled(module.compile, module.training):
             mark_warm(folder, signature(spec), spec, time.perf_counter() - start,
-                      _kernel_files(folder) - before if folder.is_dir() else ())
+                      kernel_files(folder) - before if folder.is_dir() else ())
 
 
 # ---------------------------------------------------------------- compiling in the background
@@ -203,11 +200,15 @@ class Warmup:
             if self.process is None:
                 self._start()
                 return False
-            if self.process.poll() is None or is_warm(self.folder, sig):
-                return is_warm(self.folder, sig)
+            if self.process.poll() is None:
+                # until it has exited: the one switch measured while it was tearing down (its CUDA context, GPU
+                # memory) took 3.9 s, against ~0.1-0.8 s for a first compiled call on a warm cache (BENCHMARKS.md)
+                return False
+            if is_warm(self.folder, sig):
+                return True
             self.failed = True
             log.warning("the background kernel compile ended without finishing (exit status %s; log in %s)",
-                        self.process.returncode, _warm_dir(self.folder))
+                        self.process.returncode, warm_dir(self.folder))
         log.warning("compiling GPU kernels for %s now (first run with this model on this GPU and MLX version: about "
                     "a minute; kept in %s)", NAMES[kind], self.folder)
         warm(**{"model" if kind == "wilor" else "detector": self.modules[kind]})
@@ -218,7 +219,7 @@ class Warmup:
         specs = self._specs()
         order = sorted(specs, key=lambda k: k != "detector")  # the quick one first
         job = {"cache": str(self.folder), "models": [{"signature": signature(specs[k]), **specs[k]} for k in order]}
-        d = _warm_dir(self.folder)
+        d = warm_dir(self.folder)
         d.mkdir(parents=True, exist_ok=True)
         name = hashlib.sha1(json.dumps(job, sort_keys=True).encode()).hexdigest()[:12]
         spec_file = d / f"job-{name}.json"
@@ -227,7 +228,7 @@ class Warmup:
         path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
         env = dict(os.environ, MLX_PTX_CACHE_DIR=str(self.folder), PYTHONPATH=path)
         with open(d / f"job-{name}.log", "ab") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "mlx_hands.kernel_cache", str(spec_file)],
+            self.process = subprocess.Popen([sys.executable, "-m", "mlx_hands.warm_job", str(spec_file)],
                                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
                                             start_new_session=True)
         self.started = time.perf_counter()
@@ -249,23 +250,7 @@ def install(wilor=None, detector=None) -> Warmup | None:
     return gate
 
 
-# ---------------------------------------------------------------- the background process
-
-
-def _build(spec: dict):
-    if spec["kind"] == "wilor":
-        config = WiLoRConfig.from_dict(spec["config"])
-        model = random_model(config, spec["dtype"])
-        mano = random_mano(config.mano)
-        mano["parents"] = np.array(spec["parents"], np.int32)
-        model.mano.set_data(mano)
-        model.backbone.fuse_add_norm = spec["fuse_add_norm"]
-        model.refine_net.deconv.deconv_gemm = spec["deconv_gemm"]
-        return model
-    return random_detector(spec["dtype"], DetectorConfig.from_dict(spec["config"]))
-
-
-def _copy_new(src: Path, dst: Path) -> list[str]:
+def copy_new(src: Path, dst: Path) -> list[str]:
     """Copy the files of src missing in dst, each under a temporary name then renamed; the files that say a module
     is complete (.ptx, .cubin) after the others. -> their paths relative to dst."""
     files = [p for p in src.rglob("*") if p.is_file() and not (dst / p.relative_to(src)).exists()]
@@ -280,7 +265,7 @@ def _copy_new(src: Path, dst: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def _locked(path: Path):
+def locked(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -288,41 +273,3 @@ def _locked(path: Path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def run_job(job_file: Path) -> int:
-    job = json.loads(Path(job_file).read_text())
-    shared = Path(job["cache"])
-    with _locked(_warm_dir(shared) / "lock"):
-        todo = [m for m in job["models"] if not is_warm(shared, m["signature"])]
-        if not todo:
-            return 0
-        private = Path(tempfile.mkdtemp(prefix="mlx-hands-kernels-"))
-        try:
-            _copy_new(shared, private)
-            os.environ["MLX_PTX_CACHE_DIR"] = str(private)  # before this process's first JIT compile
-            for m in todo:
-                spec = {k: v for k, v in m.items() if k != "signature"}
-                with kernels.disabled(*(set(kernels.NAMES) - set(spec.get("kernels", kernels.NAMES)))):
-                    module = _build(spec)
-                    module.compile = True
-                    before = _kernel_files(private)
-                    t = time.perf_counter()
-                    if spec["kind"] == "wilor":
-                        for b in WILOR_BATCHES:
-                            _forward(module, b)
-                    else:
-                        for shape in DETECTOR_SHAPES:
-                            _detect(module, shape)
-                    seconds = time.perf_counter() - t
-                new = _copy_new(private, shared)
-                mark_warm(shared, m["signature"], spec, seconds, _kernel_files(private) - before)
-                print(f"{spec['kind']}: {seconds:.1f} s, {len(new)} new files", flush=True)
-        finally:
-            shutil.rmtree(private, ignore_errors=True)
-    return 0
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    sys.exit(run_job(Path(sys.argv[1])))

@@ -12,7 +12,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_hands import kernel_cache, settings, synthetic
+from mlx_hands import kernel_cache, settings, synthetic, warm_job
 from mlx_hands.cli import main
 from mlx_hands.models import nvrtc
 
@@ -70,7 +70,7 @@ def test_background_compile_gates_the_compiled_forward(tmp_path):
     crops = synthetic.make_crops(2, 3)
     eager = model(crops)
     assert gate.process is not None and not model._compiled._fns  # ran without mx.compile
-    logs = tmp_path / "mlx-hands" / "warm"
+    logs = kernel_cache.warm_dir(tmp_path)
     assert gate.process.wait(timeout=600) == 0, [p.read_text() for p in logs.glob("*.log")]
     sig = kernel_cache.signature(kernel_cache.model_spec("wilor", model))
     assert kernel_cache.is_warm(tmp_path, sig)
@@ -95,7 +95,7 @@ def test_a_finished_job_is_not_redone(tmp_path):
     job = tmp_path / "job.json"
     job.write_text(json.dumps({"cache": str(tmp_path), "models": [{"signature": sig, **spec}]}))
     t = time.perf_counter()
-    assert kernel_cache.run_job(job) == 0
+    assert warm_job.run_job(job) == 0
     assert time.perf_counter() - t < 5
 
 
