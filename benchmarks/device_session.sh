@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The measurements behind BENCHMARKS.md, as run on a lent GPU machine (MLX's CUDA backend), from the repo root:
-#   bash benchmarks/device_session.sh PHASE      (PHASE: check | parity | final1 | matrix | final2 | ports | profile | variants | ab
+#   bash benchmarks/device_session.sh PHASE      (PHASE: coldstart | cold-before | check | parity | final1 | matrix | final2 | ports | profile | variants | ab
 #                                                | prefetch | variants2 | route3 | staged | final3 | kernels | profile4 | kernels2 | kernels3 | kernels4 | final5 | final6 | route7 | check3 | graphs2 | matrix2 | final4)
 # Expects mlx (+ mlx-cuda) installed, and for the reference comparison a WiLoR-mini checkout and the
 # smplx/roma wheels under .refbench/ (git-ignored; see BENCHMARKS.md). Results go to $OUT (default out/).
@@ -16,6 +16,17 @@ log="$OUT/log_${phase}.txt"
 run() { echo "+ $*" | tee -a "$log"; "$@" 2>&1 | tee -a "$log"; }
 
 case "$phase" in
+  coldstart)
+    # fourth session (H200, 2026-12-02): where a cold start goes (before), a first run as a user meets it (after),
+    # GPU parity of the kernels, then WiLoR-mini side by side (eager and torch.compile reduce-overhead)
+    run timeout 200 $PY benchmarks/first_result.py --cache-root /tmp/fresh --ab-iters 15 --json "$OUT/first.json"
+    run env MLX_ENABLE_TF32=0 timeout 300 $PY -m pytest -q tests/test_models.py tests/test_kernels.py tests/test_transfer.py
+    run timeout 500 $PY benchmarks/side_by_side.py --reference "$REF" -b 1 8 64 -p bfloat16 --torch-modes eager compile \
+      --json "$OUT/side_by_side.json"
+    ;;
+  cold-before)
+    run timeout 500 $PY benchmarks/cold_start.py --cache /tmp/ptx-cold --json "$OUT/cold.json"
+    ;;
   check)
     run nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
     run $PY -c "import mlx.core as mx; print(mx.__version__, mx.default_device(), mx.device_info())"

@@ -18,6 +18,7 @@ COMMANDS = {
     "convert": "Convert the original WiLoR / detector / MANO files to the MLX format",
     "quantize": "Write a quantized or lower-precision copy of a converted model",
     "bench": "Time the model stage and the full route",
+    "warmup": "Compile a model's GPU kernels ahead of use (for container images)",
     "annotate": "Annotate image and video collections into Parquet (resumable; local or Ray)",
     "serve": "Serve hands over HTTP and WebSocket to other programs, with a browser demo page",
 }

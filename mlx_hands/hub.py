@@ -33,6 +33,7 @@ from .config import CONFIG_FILE, MANO_FILE, MODEL_FILE, ORIGINAL_FILES, SEED_FIL
 from .convert import convert_atomically, find_originals
 from .convert.mano import read_mano
 from .blas import check_cpu_blas
+from .kernel_cache import install as install_kernel_cache
 from .models.wilor import WiLoR as WiLoRNetwork
 from .transfer import cpu_device
 from .settings import cache_dir, hub_offline
@@ -219,6 +220,8 @@ def load(source: str | Path | None = None, *, mano_path: str | Path | None = Non
     det = load_detector(path, dtype=dtype) if detector else None
     if detector and det is None:
         log.warning("%s holds no hand detector: only caller-given boxes will work", path)
+    # on CUDA: the kernel cache under our cache folder, and the first compile in the background
+    install_kernel_cache(wilor, det)
     return LoadedModel(wilor, det, path, model_info(source, path, wilor))
 
 

@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 import mlx.core as mx
 import numpy as np
 
+from .models import nvrtc
 from .settings import TRANSFER_MODES, transfer_mode
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,6 @@ class _Staging:
     def __init__(self, driver: _Driver):
         self.lock = threading.Lock()
         self.inp, self.out = _Pinned(driver), _Pinned(driver)
-        self.in_kernel, self.out_kernels = None, {}
         self.pending = None  # the last input copy, launched but perhaps not finished
         self.pool, self.pool_size = None, 0
         self.token = mx.zeros((1,), mx.uint8)  # a kernel input that is never read (see __call__)
@@ -192,18 +192,12 @@ class _Staging:
             # bytes (the kernel needs no count, whose every read would cross the bus), and the result is
             # a view of its first a.nbytes
             padded = -(-a.nbytes // _BLOCK) * _BLOCK
-            if self.inp.reserve(padded) or self.in_kernel is None:
-                self.in_kernel = mx.fast.cuda_kernel(
-                    name=f"mlx_hands_staged_in_{self.inp.dev:x}", input_names=["token"], output_names=["out"],
-                    source=f"""
-    const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    reinterpret_cast<uint4*>(out)[i] = reinterpret_cast<const uint4*>({self.inp.dev}ULL)[i];
-""")
+            self.inp.reserve(padded)
             self._fill(a)
             dtype = _STAGED_DTYPES[a.dtype]
-            (out,) = self.in_kernel(inputs=[self.token], grid=(padded // _VEC, 1, 1),
-                                    threadgroup=(_BLOCK // _VEC, 1, 1), output_shapes=[(padded // a.itemsize,)],
-                                    output_dtypes=[dtype])
+            (out,) = nvrtc.launch(_STAGED_IN, "staged_in", [self.token], scalars=nvrtc.split64(self.inp.dev),
+                                  grid=(padded // _VEC, 1, 1), threadgroup=(_BLOCK // _VEC, 1, 1),
+                                  output_shapes=[(padded // a.itemsize,)], output_dtypes=[dtype])
             out = out[: a.size].reshape(a.shape)
             # launched now, so that it runs while the caller builds its graph; the next call waits for it
             mx.async_eval(out)
@@ -216,26 +210,40 @@ class _Staging:
         n = sum(a.size for a in arrays)
         k = len(arrays)
         with self.lock:
-            if self.out.reserve(4 * n):
-                self.out_kernels = {}
-            if k not in self.out_kernels:
-                body = "".join(f"""
-    {{ const unsigned long long n = a{i}_shape[0];
-      for (unsigned long long j = start; j < n; j += step) dst[off + j] = a{i}[j];
-      off += n; }}""" for i in range(k))
-                self.out_kernels[k] = mx.fast.cuda_kernel(
-                    name=f"mlx_hands_staged_out{k}_{self.out.dev:x}", input_names=[f"a{i}" for i in range(k)],
-                    output_names=["done"], source=f"""
-    float* dst = reinterpret_cast<float*>({self.out.dev}ULL);
-    const unsigned long long start = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
-    const unsigned long long step = (unsigned long long)gridDim.x * blockDim.x;
-    unsigned long long off = 0;{body}
-""")
+            self.out.reserve(4 * n)
             threads = min(-(-max(a.size for a in arrays) // 256) * 256, 1 << 16)  # the kernel strides
-            (done,) = self.out_kernels[k](inputs=arrays, grid=(threads, 1, 1), threadgroup=(256, 1, 1),
-                                          output_shapes=[(1,)], output_dtypes=[mx.uint8])  # never written
+            (done,) = nvrtc.launch(_staged_out_source(k), "staged_out", arrays,
+                                   scalars=[*nvrtc.split64(self.out.dev), *(a.size for a in arrays)],
+                                   grid=(threads, 1, 1), threadgroup=(256, 1, 1), output_shapes=[(1,)],
+                                   output_dtypes=[mx.uint8])  # never written
             mx.eval(done)
             return self.out.view[: 4 * n].view(np.float32).copy()
+
+
+# the pinned buffer's device address comes as two int32 halves (its host side is refilled before each launch)
+_STAGED_IN = nvrtc.HEADER + """
+__global__ void staged_in(const unsigned char* token, uint4* out, int lo, int hi) {
+  const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  out[i] = reinterpret_cast<const uint4*>(JOIN64(lo, hi))[i];
+}
+"""
+
+
+def _staged_out_source(k: int) -> str:
+    """The kernel that writes k float32 vectors one after another into the pinned output buffer."""
+    args = ", ".join(f"const float* a{i}" for i in range(k))
+    sizes = ", ".join(f"int n{i}" for i in range(k))
+    body = "".join(f"""
+  for (u64 j = start; j < (u64)n{i}; j += step) dst[off + j] = a{i}[j];
+  off += n{i};""" for i in range(k))
+    return nvrtc.HEADER + f"""
+__global__ void staged_out({args}, unsigned char* done, int lo, int hi, {sizes}) {{
+  float* dst = reinterpret_cast<float*>(JOIN64(lo, hi));
+  const u64 start = blockIdx.x * (u64)blockDim.x + threadIdx.x;
+  const u64 step = (u64)gridDim.x * blockDim.x;
+  u64 off = 0;{body}
+}}
+"""
 
 
 _staging = None

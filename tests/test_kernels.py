@@ -23,6 +23,13 @@ def _np(x):
     return np.array(x.astype(mx.float32))
 
 
+@pytest.fixture
+def all_kernels():
+    """Every kernel on, whatever MLX_HANDS_NO_KERNELS says."""
+    with kernels.disabled():
+        yield
+
+
 def test_disabled_names_and_active(monkeypatch):
     with pytest.raises(ValueError, match="unknown kernel"):
         with kernels.disabled("gleu"):

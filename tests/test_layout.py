@@ -17,15 +17,15 @@ PKG = Path(__file__).resolve().parents[1] / "mlx_hands"
 FLOORS = [
     ("config", "types", "settings", "geometry", "blas"),  # data, constants, numpy helpers
     ("models", "transfer"),  # MLX networks and host <-> device copies
-    ("quant", "weights"),  # in-memory quantization; the canonical folder
+    ("quant", "weights", "kernel_cache"),  # in-memory quantization; the canonical folder; the GPU kernel cache
     ("convert",),  # other formats -> the canonical folder, offline
     ("hub",),  # the one resolver and loader
-    ("pipeline", "render", "export", "synthetic", "bench"),  # numpy/OpenCV around the networks; the harness
+    ("pipeline", "render", "export", "synthetic", "bench", "warm_job"),  # numpy/OpenCV around the networks; the harness
     ("serve", "annotate", "commands", "cli", "__main__", ""),  # callers (`""`: the package's __init__)
 ]
 # Modules that use neither MLX nor the modules built on it (numpy / OpenCV / pyarrow / the pipeline's API only).
 NO_MLX = ("pipeline", "render", "export", "convert", "geometry", "types", "config", "settings", "serve", "annotate")
-MLX_SIDE = ("models", "transfer", "quant", "weights", "hub", "synthetic", "bench")
+MLX_SIDE = ("models", "transfer", "quant", "weights", "hub", "synthetic", "bench", "kernel_cache", "warm_job")
 MLX_SEAMS = ("pipeline.runner",)  # the one module of those floors that crosses into MLX
 # convert/ reads foreign formats with numpy and writes through weights (it never computes with MLX itself)
 MLX_SIDE_OK = {"convert": ("weights", "quant", "models"),

@@ -5,7 +5,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_hands import transfer
+from mlx_hands import synthetic, transfer
 
 
 @pytest.mark.parametrize("mode", transfer.MODES)
@@ -81,3 +81,14 @@ def test_mode_switches_are_explicit(monkeypatch):
     with pytest.raises(ValueError, match="transfer mode must be one of"):
         with transfer.using("fast"):
             pass
+
+
+def test_model_outputs_to_numpy_in_one_copy():
+    model = synthetic.random_model(synthetic.TINY, "bfloat16")
+    out = model(synthetic.make_crops(2, 1))
+    host = out.to_numpy()
+    assert set(host) == {"keypoints_3d", "vertices", "cam", "global_orient", "hand_pose", "betas",
+                         "global_orient_rotmat", "hand_pose_rotmat"}
+    for name, value in host.items():
+        assert value.dtype == np.float32
+        np.testing.assert_array_equal(value, np.array(getattr(out, name).astype(mx.float32)))

@@ -1,5 +1,6 @@
 """MLX networks: WiLoR (ViT-H backbone, RefineNet, MANO) and the YOLOv8-pose hand detector. They know nothing
-of files; mlx_hands.weights builds them from a converted folder. Nothing here imports cv2, torch or PIL."""
+of files (except nvrtc.py, which keeps our compiled GPU kernels on disk); mlx_hands.weights builds them from a
+converted folder. Nothing here imports cv2, torch or PIL."""
 
 import mlx.core as mx
 

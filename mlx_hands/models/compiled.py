@@ -33,14 +33,23 @@ def compile_enabled(setting: bool | None, training: bool) -> bool:
 class CompiledForward:
     """Compiled functions of one module, one per key of Python-level choices baked into a trace.
 
-    A deepcopy starts empty (compiled functions cannot be copied); the copy compiles its own on first use.
+    gate: None, or gate(key) -> bool, set by whoever loads the module (mlx_hands.kernel_cache): False while the
+    GPU kernels of that compiled forward are not in the kernel cache yet; the module then runs its forward
+    without mx.compile (same results up to rounding), so that a first call does not wait for NVRTC.
+
+    A deepcopy starts empty (compiled functions cannot be copied; no gate); the copy compiles its own on first use.
     """
 
     def __init__(self):
         self._fns: dict = {}
+        self.gate: Callable[[tuple], bool] | None = None
 
     def __deepcopy__(self, memo):
         return CompiledForward()
+
+    def ready(self, key=()) -> bool:
+        """Whether to run the compiled forward for `key` now (see gate)."""
+        return self.gate is None or self.gate(key)
 
     def get(self, fn: Callable, module, key=()) -> Callable:
         if key not in self._fns:

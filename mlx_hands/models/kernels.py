@@ -16,7 +16,8 @@ Used only where a measurement showed it pays (BENCHMARKS.md):
 * ``rotations``: 6D -> rotation matrix and rotation matrix -> axis-angle, a thread per rotation (the ops
   fuse into ~12 and ~20 small kernels under mx.compile).
 
-The kernels run where MLX runs on CUDA; Metal and the CPU take the fallbacks. ``with disabled("gelu"):`` (or
+The kernels run where MLX runs on CUDA; Metal and the CPU take the fallbacks. Each is a self-contained source
+compiled once per GPU architecture and kept on disk (models/nvrtc.py), so a new process does not compile it again. ``with disabled("gelu"):`` (or
 "all") turns kernels off for a block of code (A/B benchmarks, debugging); MLX_HANDS_NO_KERNELS=all, or a comma
 list of the names above, does it for the whole process (mlx_hands.settings).
 """
@@ -25,12 +26,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import math
 
 import mlx.core as mx
 
 from ..settings import disabled_kernels
+from . import nvrtc
+from .nvrtc import CUDA_TYPES, launch
 
 NAMES = ("add_layer_norm", "gelu", "sample_max", "mano", "rotations")
 # kernels turned off for the current block of code (`disabled(...)`); None: as MLX_HANDS_NO_KERNELS says
@@ -64,14 +66,7 @@ def _turned_off() -> frozenset[str]:
 def enabled(name: str, override: bool | None = None) -> bool:
     if override is not None:
         return override
-    return name not in _turned_off() and cuda_kernels_available()
-
-
-@functools.cache
-def _kernel(name: str, inputs: tuple[str, ...], outputs: tuple[str, ...], source: str, header: str = ""):
-    """mx.fast.cuda_kernel, built once per distinct kernel (MLX compiles the source once per process)."""
-    return mx.fast.cuda_kernel(name=name, input_names=list(inputs), output_names=list(outputs), source=source,
-                               header=header)
+    return name not in _turned_off() and cuda_kernels_available() and nvrtc.available()
 
 
 def active() -> tuple[str, ...]:
@@ -79,7 +74,7 @@ def active() -> tuple[str, ...]:
     return tuple(n for n in NAMES if enabled(n))
 
 
-_HEADER = """
+_HEADER = nvrtc.HEADER + """
 template <typename T, int V>
 struct alignas(sizeof(T) * V) Pack {
   T v[V];
@@ -160,19 +155,24 @@ __device__ __forceinline__ float gelu_f(float v) {
 """
 
 # x, y, out, s: (rows, N). A warp per row; 16-byte accesses when every pointer allows them (fresh MLX
-# buffers always do), one element per access otherwise. EPS is written into the source: a scalar input
-# would live in managed memory, and reading it cost a page migration per launch (~16 us).
-_ADD_LN = """
+# buffers always do), one element per access otherwise. eps is a by-value kernel argument (its float32 bits: MLX
+# 0.32.4's precompiled kernels refuse Python floats): as an array input it would live in managed memory, and
+# reading it cost a page migration per launch (~16 us).
+_ADD_LN = _HEADER + """
+template <typename T, int N>
+__global__ void add_ln(const T* x, const T* y, const T* w, const T* b, T* s, T* out, int rows, int eps_bits) {
+  const float eps = __int_as_float(eps_bits);
   const int row = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x & 31;
-  if (row >= x_shape[0]) return;
+  if (row >= rows) return;
   const size_t off = size_t(row) * N;
   constexpr int V = 16 / sizeof(T);
   if (N % V == 0 && aligned16(x) && aligned16(y) && aligned16(w) && aligned16(b) && aligned16(s) && aligned16(out)) {
-    add_ln_row<T, N, (N % V == 0 ? V : 1)>(x + off, y + off, w, b, s + off, out + off, lane, EPS);
+    add_ln_row<T, N, (N % V == 0 ? V : 1)>(x + off, y + off, w, b, s + off, out + off, lane, eps);
   } else {
-    add_ln_row<T, N, 1>(x + off, y + off, w, b, s + off, out + off, lane, EPS);
+    add_ln_row<T, N, 1>(x + off, y + off, w, b, s + off, out + off, lane, eps);
   }
+}
 """
 
 _ROWS_PER_BLOCK = 8
@@ -184,26 +184,25 @@ def add_layer_norm(x: mx.array, y: mx.array, weight: mx.array, bias: mx.array, e
 
     fused None: the CUDA kernel where MLX runs on CUDA (unless disabled), ordinary ops elsewhere.
     """
-    if not enabled("add_layer_norm", fused) or x.dtype != y.dtype or x.shape != y.shape:
+    if (not enabled("add_layer_norm", fused) or x.dtype != y.dtype or x.shape != y.shape
+            or x.dtype not in CUDA_TYPES):
         s = x + y
         return s, mx.fast.layer_norm(s, weight, bias, eps)
     n = x.shape[-1]
     rows = x.size // n
-    tag = f"{eps:.3e}".replace(".", "p").replace("-", "m").replace("+", "")
-    kernel = _kernel(f"mlx_hands_add_ln_eps{tag}", ("x", "y", "w", "b"), ("s", "out"),
-                     f"  constexpr float EPS = {float(eps)!r}f;\n" + _ADD_LN, _HEADER)
-    s, out = kernel(
-        inputs=[x.reshape(rows, n), y.reshape(rows, n), weight.astype(x.dtype), bias.astype(x.dtype)],
-        template=[("T", x.dtype), ("N", n)],
-        grid=(rows * 32, 1, 1), threadgroup=(32 * _ROWS_PER_BLOCK, 1, 1),
-        output_shapes=[(rows, n), (rows, n)], output_dtypes=[x.dtype, x.dtype],
-    )
+    s, out = launch(
+        _ADD_LN, f"add_ln<{CUDA_TYPES[x.dtype]}, {n}>",
+        [x.reshape(rows, n), y.reshape(rows, n), weight.astype(x.dtype), bias.astype(x.dtype)],
+        scalars=[rows, nvrtc.float_bits(eps)], grid=(rows * 32, 1, 1), threadgroup=(32 * _ROWS_PER_BLOCK, 1, 1),
+        output_shapes=[(rows, n), (rows, n)], output_dtypes=[x.dtype, x.dtype])
     return s.reshape(x.shape), out.reshape(x.shape)
 
 
-# x, out: (rows, cols), flattened; grid-stride over 16-byte packs (or single elements if misaligned).
-_GELU = """
-  const size_t n = size_t(x_shape[0]) * size_t(x_shape[1]);
+# x, out: n elements (n_lo, n_hi: a 64-bit count); grid-stride over 16-byte packs (or single elements if misaligned).
+_GELU = _HEADER + """
+template <typename T>
+__global__ void gelu(const T* x, T* out, int n_lo, int n_hi) {
+  const size_t n = JOIN64(n_lo, n_hi);
   constexpr int V = 16 / sizeof(T);
   const size_t start = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const size_t step = size_t(gridDim.x) * blockDim.x;
@@ -218,6 +217,7 @@ _GELU = """
   } else {
     for (size_t i = start; i < n; i += step) out[i] = static_cast<T>(gelu_f(static_cast<float>(x[i])));
   }
+}
 """
 
 
@@ -226,20 +226,19 @@ def gelu(x: mx.array) -> mx.array:
     rounds once (the fallback rounds after every elementwise step in half precision)."""
     if not enabled("gelu") or x.dtype not in (mx.float32, mx.float16, mx.bfloat16) or x.size == 0:
         return x * (1 + mx.erf(x / math.sqrt(2))) / 2
-    kernel = _kernel("mlx_hands_gelu", ("x",), ("out",), _GELU, _HEADER)
-    cols = x.shape[-1]
-    x2 = x.reshape(-1, cols)
     packs = -(-x.size * x.itemsize // 16)
     threads = min(-(-packs // 256) * 256, 132 * 2048 * 4)  # the kernel strides beyond this
-    (out,) = kernel(inputs=[x2], template=[("T", x.dtype)], grid=(threads, 1, 1), threadgroup=(256, 1, 1),
-                    output_shapes=[x2.shape], output_dtypes=[x.dtype])
-    return out.reshape(x.shape)
+    (out,) = launch(_GELU, f"gelu<{CUDA_TYPES[x.dtype]}>", [x], scalars=nvrtc.split64(x.size),
+                    grid=(threads, 1, 1), threadgroup=(256, 1, 1), output_shapes=[x.shape], output_dtypes=[x.dtype])
+    return out
 
 
 # feat (B, H, W, C); u, v (B, NP) float32 pixel coordinates; out (B, C). Block (32 channels, SLICES = 32 point
 # slices) for one batch item (blockIdx.z); every thread keeps the running max of its slice's samples, then the
 # slices meet in shared memory. Corners and weights as sample_points computes them, values in float32.
-_SAMPLE_MAX = """
+_SAMPLE_MAX = _HEADER + """
+template <typename T, int H, int W, int C, int NP>
+__global__ void sample_max(const T* feat, const float* u, const float* v, T* out) {
   constexpr int SLICES = 32;
   __shared__ float red[SLICES][33];
   const int c = blockIdx.x * 32 + threadIdx.x;
@@ -278,6 +277,7 @@ _SAMPLE_MAX = """
     }
     out[size_t(bi) * C + c] = static_cast<T>(m);
   }
+}
 """
 
 
@@ -288,9 +288,8 @@ def sample_max(feat: mx.array, u: mx.array, v: mx.array, fallback) -> mx.array:
         return fallback(feat, u, v)
     B, H, W, C = feat.shape
     N = u.shape[1]
-    kernel = _kernel("mlx_hands_sample_max", ("feat", "u", "v"), ("out",), _SAMPLE_MAX, _HEADER)
-    (out,) = kernel(inputs=[feat, u.astype(mx.float32), v.astype(mx.float32)],
-                    template=[("T", feat.dtype), ("H", H), ("W", W), ("C", C), ("NP", N)],
+    (out,) = launch(_SAMPLE_MAX, f"sample_max<{CUDA_TYPES[feat.dtype]}, {H}, {W}, {C}, {N}>",
+                    [feat, u.astype(mx.float32), v.astype(mx.float32)],
                     grid=(-(-C // 32) * 32, 32, B), threadgroup=(32, 32, 1),
                     output_shapes=[(B, C)], output_dtypes=[feat.dtype])
     return out
@@ -300,7 +299,11 @@ def sample_max(feat: mx.array, u: mx.array, v: mx.array, fallback) -> mx.array:
 # order): v_shaped = v_template + shapedirs @ betas; rest joints = J_regressor @ v_shaped; v_posed = v_shaped +
 # posedirs^T @ (R[1:] - I); the chain t_j = t_p + R_p (j_j - j_p), R_j = R_p r_j in topological order;
 # A_j = [R_j | t_j - R_j j_j]; vertices = (sum_j w_vj A_j) [v_posed; 1]; out joints from [posed joints, vertices].
-_MANO = """
+_MANO = nvrtc.HEADER + """
+template <int V, int K, int J, int NOUT>
+__global__ void mano(const float* betas, const float* rot, const float* v_template, const float* shapedirs,
+                     const float* posedirs, const float* J_regressor, const float* lbs_weights, const int* out_index,
+                     float* vertices, float* joints) {
   constexpr int V3 = V * 3;
   constexpr int P = (J - 1) * 9;
   __shared__ float sb[K];
@@ -385,6 +388,7 @@ _MANO = """
     const int q = o / 3, c = o % 3, idx = out_index[q];
     joints[(size_t(b) * NOUT + q) * 3 + c] = idx < J ? st[idx * 3 + c] : vb[(idx - J) * 3 + c];
   }
+}
 """
 
 
@@ -398,15 +402,12 @@ def mano(betas: mx.array, rot_mats: mx.array, v_template: mx.array, shapedirs: m
     B, K = betas.shape
     V, J = lbs_weights.shape
     n_out = out_index.shape[0]
-    tag = "_".join(str(p).replace("-", "m") for p in parents)
-    kernel = _kernel(f"mlx_hands_mano_{tag}",
-                     ("betas", "rot", "v_template", "shapedirs", "posedirs", "J_regressor", "lbs_weights", "out_index"),
-                     ("vertices", "joints"),
-                     "  #define PARENTS {" + ", ".join(str(int(p)) for p in parents) + "}\n" + _MANO)
-    vertices, joints = kernel(
-        inputs=[betas.astype(mx.float32), rot_mats.astype(mx.float32).reshape(B, J * 9), v_template,
-                shapedirs.reshape(V * 3, K), posedirs, J_regressor, lbs_weights, out_index.astype(mx.int32)],
-        template=[("V", V), ("K", K), ("J", J), ("NOUT", n_out)],
+    source = "#define PARENTS {" + ", ".join(str(int(p)) for p in parents) + "}\n" + _MANO
+    vertices, joints = launch(
+        source, f"mano<{V}, {K}, {J}, {n_out}>",
+        [betas.astype(mx.float32), rot_mats.astype(mx.float32).reshape(B, J * 9), v_template.astype(mx.float32),
+         shapedirs.reshape(V * 3, K).astype(mx.float32), posedirs.astype(mx.float32),
+         J_regressor.astype(mx.float32), lbs_weights.astype(mx.float32), out_index.astype(mx.int32)],
         grid=(B * 256, 1, 1), threadgroup=(256, 1, 1),
         output_shapes=[(B, V, 3), (B, n_out, 3)], output_dtypes=[mx.float32, mx.float32])
     return vertices, joints
@@ -414,8 +415,9 @@ def mano(betas: mx.array, rot_mats: mx.array, v_template: mx.array, shapedirs: m
 
 # 6D -> rotation matrix, float32, a thread per rotation: geometry.rot6d_to_rotmat's arithmetic in its order.
 _ROT6D = """
+__global__ void rot6d(const float* x, float* out, int count) {
   const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= x_shape[0]) return;
+  if (i >= count) return;
   const float* a = x + i * 6;
   const float eps = 1e-12f;
   const float a1x = a[0], a1y = a[1], a1z = a[2], a2x = a[3], a2y = a[4], a2z = a[5];
@@ -431,13 +433,15 @@ _ROT6D = """
   o[0] = b1x; o[1] = b2x; o[2] = b1y * b2z - b1z * b2y;
   o[3] = b1y; o[4] = b2y; o[5] = b1z * b2x - b1x * b2z;
   o[6] = b1z; o[7] = b2z; o[8] = b1x * b2y - b1y * b2x;
+}
 """
 
 # rotation matrix -> axis-angle, float32, a thread per rotation: geometry.rotmat_to_axis_angle's arithmetic
 # (Shepperd's quaternion, then the angle) in its order.
 _AXIS_ANGLE = """
+__global__ void axis_angle(const float* r, float* out, int count) {
   const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= r_shape[0]) return;
+  if (i >= count) return;
   const float* m = r + i * 9;
   const float m00 = m[0], m01 = m[1], m02 = m[2];
   const float m10 = m[3], m11 = m[4], m12 = m[5];
@@ -463,27 +467,27 @@ _AXIS_ANGLE = """
   const bool small = angle < 1e-3f;
   const float scale = small ? 2.f + angle * angle / 12.f : angle / n;
   out[i * 3] = x * scale; out[i * 3 + 1] = y * scale; out[i * 3 + 2] = z * scale;
+}
 """
 
 
-def _per_rotation(name: str, arg: str, source: str, a: mx.array, lead: tuple[int, ...], width: int,
+def _per_rotation(name: str, source: str, a: mx.array, lead: tuple[int, ...], width: int,
                   out_shape: tuple[int, ...], fallback) -> mx.array:
     """A thread-per-rotation float32 kernel over a's leading axes: (*lead, width) -> (*lead, *out_shape)."""
     if not enabled("rotations") or a.dtype != mx.float32 or a.size == 0:
         return fallback(a)
     n = a.size // width
     out_width = math.prod(out_shape)
-    (out,) = _kernel(name, (arg,), ("out",), source)(
-        inputs=[a.reshape(n, width)], grid=(-(-n // 64) * 64, 1, 1), threadgroup=(64, 1, 1),
-        output_shapes=[(n, out_width)], output_dtypes=[mx.float32])
+    (out,) = launch(source, name, [a.reshape(n, width)], scalars=[n], grid=(-(-n // 64) * 64, 1, 1),
+                    threadgroup=(64, 1, 1), output_shapes=[(n, out_width)], output_dtypes=[mx.float32])
     return out.reshape(*lead, *out_shape)
 
 
 def rot6d_to_rotmat(x: mx.array, fallback) -> mx.array:
     """x (..., 6) -> (..., 3, 3) float32; fallback(x) off CUDA or when disabled."""
-    return _per_rotation("mlx_hands_rot6d", "x", _ROT6D, x, x.shape[:-1], 6, (3, 3), fallback)
+    return _per_rotation("rot6d", _ROT6D, x, x.shape[:-1], 6, (3, 3), fallback)
 
 
 def rotmat_to_axis_angle(r: mx.array, fallback) -> mx.array:
     """r (..., 3, 3) -> (..., 3) float32; fallback(r) off CUDA or when disabled."""
-    return _per_rotation("mlx_hands_axis_angle", "r", _AXIS_ANGLE, r, r.shape[:-2], 9, (3,), fallback)
+    return _per_rotation("axis_angle", _AXIS_ANGLE, r, r.shape[:-2], 9, (3,), fallback)

@@ -174,6 +174,7 @@ class YOLOPose(nn.Module):
             C2f(ch(512) + c5, h21, n(3), False),  # 21 (P5/32 out)
             Pose(config, (h15, h18, h21)),  # 22
         ]
+        self.eval()  # no layer behaves differently in training, but compile_enabled stays off while training
 
     def __call__(self, x: mx.array, decode: bool = True) -> mx.array:
         """x (B, H, W, 3) RGB in [0, 1], H and W multiples of 32; or uint8 0..255 (divided by 255 here, in
@@ -186,7 +187,7 @@ class YOLOPose(nn.Module):
         """
         if x.ndim != 4 or x.shape[-1] != 3 or x.shape[1] % 32 or x.shape[2] % 32:
             raise ValueError(f"YOLOPose expects (B, H, W, 3) with H, W multiples of 32, got {tuple(x.shape)}")
-        if compile_enabled(self.compile, self.training):
+        if compile_enabled(self.compile, self.training) and self._compiled.ready(decode):
             return self._compiled.get(lambda t: self._forward(t, decode), self, decode)(x)
         return self._forward(x, decode)
 
