@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The measurements behind BENCHMARKS.md, as run on a lent GPU machine (MLX's CUDA backend), from the repo root:
-#   bash benchmarks/device_session.sh PHASE      (PHASE: coldstart | cold-before | check | parity | final1 | matrix | final2 | ports | profile | variants | ab
+#   bash benchmarks/device_session.sh PHASE      (PHASE: s4a | s4b | s4c | coldstart | cold-before | check | parity | final1 | matrix | final2 | ports | profile | variants | ab
 #                                                | prefetch | variants2 | route3 | staged | final3 | kernels | profile4 | kernels2 | kernels3 | kernels4 | final5 | final6 | route7 | check3 | graphs2 | matrix2 | final4)
 # Expects mlx (+ mlx-cuda) installed, and for the reference comparison a WiLoR-mini checkout and the
 # smplx/roma wheels under .refbench/ (git-ignored; see BENCHMARKS.md). Results go to $OUT (default out/).
@@ -15,7 +15,35 @@ phase=${1:?phase}
 log="$OUT/log_${phase}.txt"
 run() { echo "+ $*" | tee -a "$log"; "$@" 2>&1 | tee -a "$log"; }
 
+wheels() {  # the packages the device image lacks (smplx, roma for the reference; the server's), carried as wheels
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .refbench/whl/*.whl && export PYTHONPATH=/tmp/site
+}
+
 case "$phase" in
+  s4a)
+    # fourth session, final (H200, 2026-12-02): a first result on an empty kernel cache (the stall after the switch
+    # to the compiled forward), then GPU parity of the whole model file and the kernels, TF32 off
+    run timeout 230 $PY benchmarks/first_result.py --cache-root /tmp/fresh --ab-iters 10 --json "$OUT/first.json"
+    run env MLX_ENABLE_TF32=0 timeout 280 $PY -m pytest -q -x tests/test_models.py tests/test_kernels.py tests/test_transfer.py
+    ;;
+  s4b)
+    # the model stage beside WiLoR-mini (eager, torch.compile reduce-overhead), then the route with 1, 2, 4 hands
+    wheels
+    run timeout 400 $PY benchmarks/side_by_side.py --reference "$REF" -b 1 8 64 -p bfloat16 --torch-modes eager compile \
+      --iters 40 --max-seconds 6 --json "$OUT/side_by_side.json"
+    run timeout 150 $PY -m mlx_hands bench --stage route --hands 1 2 4 -p bfloat16 --iters 60 --max-seconds 8 \
+      --json "$OUT/route.json"
+    ;;
+  s4c)
+    # tracking on a 1280x720 video with 2 hands, annotate throughput (local engine), the service under load
+    wheels
+    run timeout 200 $PY benchmarks/tracking.py speed --size full --precision bfloat16 --frames 300 --warmup 30 \
+      --json "$OUT/tracking_speed.json"
+    run timeout 200 $PY benchmarks/annotate_throughput.py --model full --dtype bfloat16 --engines local --batch-size 16 \
+      --num-photos 64 --video-frames 120 --max-det 2 --json "$OUT/annotate.json"
+    run timeout 150 $PY benchmarks/serve_load.py --synthetic full --dtype bfloat16 --streams 8 --predict 4 --seconds 40 \
+      --json "$OUT/serve_load.json"
+    ;;
   coldstart)
     # fourth session (H200, 2026-12-02): where a cold start goes (before), a first run as a user meets it (after),
     # GPU parity of the kernels, then WiLoR-mini side by side (eager and torch.compile reduce-overhead)

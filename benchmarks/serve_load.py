@@ -243,6 +243,8 @@ def main() -> int:
     p.add_argument("--conf", type=float, default=0.0,
                    help="detector threshold (default 0, so that random detectors find hands)")
     p.add_argument("--max-det", type=int, default=2, help="hands per frame (default 2)")
+    p.add_argument("--dtype", default=None, help="the server's compute dtype (default: float32 for --synthetic full, "
+                   "the CPU's; bfloat16 on a GPU)")
     p.add_argument("--sample", type=float, default=1.0, help="seconds between memory samples (default 1)")
     p.add_argument("--grace", type=float, default=120, help="seconds to wait for the last answers (default 120)")
     p.add_argument("--load-timeout", type=float, default=600)
@@ -252,7 +254,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         model = args.model or write_synthetic_model(args.synthetic, Path(tmp) / args.synthetic)
-        dtype = ["--dtype", "float32"] if args.synthetic == "full" else []
+        dtype = args.dtype or ("float32" if args.synthetic == "full" else None)
+        dtype = ["--dtype", dtype] if dtype else []
         server = Server(model, [*dtype, "--conf", str(args.conf), "--max-det", str(args.max_det),
                                 "--max-clients", str(args.streams + args.predict + 1), *args.server_arg])
         rss = [(0.0, server.rss_mb())]

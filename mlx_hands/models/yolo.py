@@ -31,7 +31,10 @@ class Conv(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         if not cpu_math.use(self.cpu_math):
-            return nn.silu(self.conv(x))
+            # nn.silu is an mx.compile'd function: on CUDA it JIT-compiles a kernel even in an eager forward,
+            # seconds of a cold start; the same formula as plain ops runs on MLX's precompiled kernels
+            y = self.conv(x)
+            return y * mx.sigmoid(y)
         w = self.conv.weight  # (c2, k, k, c1)
         if w.shape[1] == w.shape[2] == 1 and self.conv.stride == (1, 1):
             y = mx.addmm(self.conv.bias, x.reshape(-1, w.shape[-1]), w.reshape(w.shape[0], -1).T)
