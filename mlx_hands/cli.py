@@ -24,6 +24,18 @@ COMMANDS = {
 }
 
 
+# the optional dependencies of a verb, as the pip extra that installs them
+EXTRAS = {"annotate": "annotate", "serve": "serve"}
+
+
+def _unavailable(name: str, error: ImportError) -> str:
+    missing = (getattr(error, "name", None) or str(error)).split(".")[0]
+    extra = EXTRAS.get(name)
+    if extra is None:
+        return f"{missing} is not installed"
+    return f'{missing} is not installed: pip install "mlx-hands[{extra}]"'
+
+
 def _command(name: str):
     return importlib.import_module(f"mlx_hands.commands.{name}")
 
@@ -39,7 +51,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             try:
                 mod = _command(name)
             except ImportError as e:  # a missing optional dependency: say so when the verb is used
-                sub.add_parser(name, help=f"{help_text} (unavailable: {e})").set_defaults(unavailable=str(e))
+                why = _unavailable(name, e)
+                stub = sub.add_parser(name, help=f"{help_text} (unavailable: {why})")
+                stub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+                stub.set_defaults(unavailable=why)
                 continue
             mod.add_parser(sub, help_text)
         else:
@@ -57,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_WARNING if args.verbose else cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
         if getattr(args, "unavailable", None):
-            raise CLIError(f"this command needs a package that is not installed: {args.unavailable}")
+            raise CLIError(args.unavailable)
         return int(_command(args.command).run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

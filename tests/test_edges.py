@@ -240,3 +240,15 @@ def test_library_users_get_the_fast_cpu_blas_and_a_warning_otherwise(tiny):
     slow = subprocess.run([sys.executable, "-c", "import mlx.core, logging; logging.basicConfig(); import mlx_hands; "
                            f"mlx_hands.load({str(tiny)!r})"], capture_output=True, text=True, env=ENV, timeout=120)
     assert slow.returncode == 0 and "slow reference BLAS" in slow.stderr, slow.stderr
+
+
+@pytest.mark.parametrize("verb, module", [("annotate", "pyarrow"), ("serve", "starlette")])
+def test_a_verb_without_its_extra_names_the_pip_command(tmp_path, verb, module):
+    """Without an optional dependency the verb still appears, and using it prints the extra that installs it."""
+    code = (f"import sys; sys.modules[{module!r}] = None\n"
+            "from mlx_hands.cli import main\n"
+            f"sys.exit(main([{verb!r}, 'x', '--out', {str(tmp_path / 'o')!r}] if {verb!r} == 'annotate' else [{verb!r}]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f'mlx-hands {verb}: error: {module} is not installed: pip install "mlx-hands[{verb}]"']

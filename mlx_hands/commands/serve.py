@@ -19,10 +19,7 @@ from ..pipeline.runner import HandPosePipeline
 from . import add_model_arguments
 from .predict import _check_args
 
-try:
-    from ..serve import ServeConfig, serve
-except ImportError as e:  # starlette, uvicorn, websockets: the optional extra [serve]
-    raise ImportError(f'{e}; install them with: pip install "mlx-hands[serve]"') from e
+from ..serve import ServeConfig, serve  # starlette, uvicorn, websockets: the extra [serve] (cli.EXTRAS)
 
 TOKEN_ENV = "MLX_HANDS_TOKEN"
 
