@@ -47,6 +47,10 @@ from .settings import kernel_cache_dir, warmup_mode
 log = logging.getLogger(__name__)
 
 WILOR_BATCHES = (1, 2)  # one crop and several compile different kernels; more crops add none (measured up to 64)
+# the crops' dtype is traced into the first fused kernel (the normalisation): float32 is what the pipeline sends
+# (pipeline.preprocess.crop_hands), uint8 what photos cut by a user usually are. A dtype missing here cost a
+# 3.9-5.6 s NVRTC compile on the frame that switched to the compiled forward (BENCHMARKS.md, H200 2026-12-03)
+CROP_DTYPES = (np.float32, np.uint8)
 DETECTOR_SHAPES = ((384, 640),)  # letterboxed input (h, w); the kernels do not depend on it
 NAMES = {"wilor": "WiLoR", "detector": "the hand detector"}
 
@@ -91,7 +95,9 @@ def signature(spec: dict) -> str:
     except importlib.metadata.PackageNotFoundError:
         mlx_version = mx.__version__
     device = mx.device_info().get("device_name", "") if hasattr(mx, "device_info") else ""
-    text = json.dumps([spec, mlx_version, device], sort_keys=True)
+    # what the warm-up runs is part of the key: a marker written by an older recipe does not count
+    recipe = {"batches": WILOR_BATCHES, "crops": [np.dtype(d).name for d in CROP_DTYPES], "detector": DETECTOR_SHAPES}
+    text = json.dumps([spec, mlx_version, device, recipe], sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:20]
 
 
@@ -123,9 +129,11 @@ def mark_warm(folder: Path, sig: str, spec: dict, seconds: float, files=()) -> N
 
 
 def forward(model, batch: int) -> None:
-    crops = np.random.default_rng(batch).integers(0, 256, (batch, *model.config.vit.image_size, 3), dtype=np.uint8)
-    out = model(crops)
-    mx.eval(out.vertices, out.keypoints_3d, out.cam, out.global_orient, out.hand_pose, out.betas)
+    """The compiled forward of `model` on `batch` crops of each dtype in CROP_DTYPES."""
+    pixels = np.random.default_rng(batch).integers(0, 256, (batch, *model.config.vit.image_size, 3))
+    for dtype in CROP_DTYPES:
+        out = model(pixels.astype(dtype))
+        mx.eval(out.vertices, out.keypoints_3d, out.cam, out.global_orient, out.hand_pose, out.betas)
 
 
 def detect(detector, shape: tuple[int, int]) -> None:

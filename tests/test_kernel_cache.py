@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from mlx_hands import kernel_cache, settings, synthetic, warm_job
+from mlx_hands.pipeline import preprocess
 from mlx_hands.cli import main
 from mlx_hands.models import nvrtc
 
@@ -108,3 +109,24 @@ def test_warmup_command_on_a_tiny_model(tmp_path, monkeypatch, capsys):
     assert "WiLoR, batch 1" in out and "WiLoR, batch 3" in out and "hand detector" in out and "warm in" in out
     assert main(["warmup", "--model", str(folder), "--batch", "0"]) == 2
     assert "--batch values must be >= 1" in capsys.readouterr().err
+
+
+def test_the_warm_up_traces_the_crops_the_pipeline_sends():
+    """The crops' dtype is traced into the compiled forward: the warm-up must compile the one the pipeline sends
+    (else the switch to the compiled forward compiles a kernel itself: a multi-second stall on a GPU)."""
+    model = synthetic.random_model(synthetic.TINY, "float32")
+    model.compile = True
+    traced = []
+    forward_arrays = model.forward_arrays
+
+    def recording(crops, F):
+        traced.append(crops.dtype)
+        return forward_arrays(crops, F)
+
+    model.forward_arrays = recording
+    kernel_cache.forward(model, 1)
+    image = np.random.default_rng(0).integers(0, 256, (400, 600, 3), dtype=np.uint8)
+    for box in ([100, 100, 180, 190], [0, 0, 590, 390]):  # without and with the anti-alias blur
+        crops, _, _ = preprocess.crop_hands(image, np.array([box], float), np.array([1]))
+        assert mx.array(crops).dtype in traced
+    assert mx.uint8 in traced  # photos cut by a user
