@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The measurements behind BENCHMARKS.md, as run on a lent GPU machine (MLX's CUDA backend), from the repo root:
-#   bash benchmarks/device_session.sh PHASE      (PHASE: s4a | s4b | s4c | coldstart | cold-before | check | parity | final1 | matrix | final2 | ports | profile | variants | ab
+#   bash benchmarks/device_session.sh PHASE      (PHASE: s5a | s5b | s4a | s4b | s4c | coldstart | cold-before | check | parity | final1 | matrix | final2 | ports | profile | variants | ab
 #                                                | prefetch | variants2 | route3 | staged | final3 | kernels | profile4 | kernels2 | kernels3 | kernels4 | final5 | final6 | route7 | check3 | graphs2 | matrix2 | final4)
 # Expects mlx (+ mlx-cuda) installed, and for the reference comparison a WiLoR-mini checkout and the
 # smplx/roma wheels under .refbench/ (git-ignored; see BENCHMARKS.md). Results go to $OUT (default out/).
@@ -20,6 +20,27 @@ wheels() {  # the packages the device image lacks (smplx, roma for the reference
 }
 
 case "$phase" in
+  s5a)
+    # fifth session (H200, 2026-12-03): which kernels the switch to the compiled forward compiles itself (the
+    # 3.85 s stall of s4a), where a tracked frame's time goes (stages), the route's stages and GPU kernels
+    run timeout 200 $PY benchmarks/first_result.py --cache-root /tmp/fresh --ab-iters 10 --json "$OUT/first.json"
+    run timeout 150 $PY benchmarks/tracking.py speed --size full --precision bfloat16 --frames 300 --warmup 30 \
+      --json "$OUT/tracking_speed.json"
+    run timeout 150 $PY benchmarks/profile_route.py -p bfloat16 --hands 2
+    ;;
+  s5b)
+    # fifth session, after the warm-up traces float32 crops too: the switch on an empty cache (no kernel compiled
+    # by the switching frame), GPU parity (TF32 off), then annotate and the service on that warm cache (compiled
+    # from their first call; s4c's ran uncompiled)
+    run timeout 200 $PY benchmarks/first_result.py --cache-root /tmp/fresh --ab-iters 10 --json "$OUT/first.json"
+    run env MLX_ENABLE_TF32=0 timeout 200 $PY -m pytest -q -x tests/test_models.py tests/test_kernels.py \
+      tests/test_transfer.py tests/test_kernel_cache.py
+    wheels
+    run env MLX_HANDS_CACHE=/tmp/fresh timeout 100 $PY benchmarks/annotate_throughput.py --model full --dtype bfloat16 \
+      --engines local --batch-size 16 --num-photos 64 --video-frames 120 --max-det 2 --json "$OUT/annotate.json"
+    run env MLX_HANDS_CACHE=/tmp/fresh timeout 100 $PY benchmarks/serve_load.py --synthetic full --dtype bfloat16 \
+      --streams 8 --predict 4 --seconds 40 --json "$OUT/serve_load.json"
+    ;;
   s4a)
     # fourth session, final (H200, 2026-12-02): a first result on an empty kernel cache (the stall after the switch
     # to the compiled forward), then GPU parity of the whole model file and the kernels, TF32 off

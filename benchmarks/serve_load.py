@@ -258,8 +258,8 @@ def main() -> int:
         dtype = ["--dtype", dtype] if dtype else []
         server = Server(model, [*dtype, "--conf", str(args.conf), "--max-det", str(args.max_det),
                                 "--max-clients", str(args.streams + args.predict + 1), *args.server_arg])
-        rss = [(0.0, server.rss_mb())]
         load_s = server.wait_ready(args.load_timeout)
+        rss = [(0.0, server.rss_mb())]  # once loaded (and warmed up): the baseline of the load
         info = httpx.get(server.url + "/v1/info").json()
         print(f"server {server.url}: model loaded in {load_s:.1f} s, device {info['device']}, "
               f"dtype {info['dtype']}, rss {server.rss_mb():.0f} MB", flush=True)

@@ -275,8 +275,12 @@ def high_pass_rms(series: list[np.ndarray]) -> float:
     return float(np.sqrt(np.mean(np.sum(r ** 2, axis=-1))))
 
 
-def run_config(pipe, frames, options: dict) -> tuple[list[list[Hand]], list[float], list[bool]]:
+def run_config(pipe, frames, options: dict, stages: list | None = None
+               ) -> tuple[list[list[Hand]], list[float], list[bool]]:
+    """Run a HandStream over frames -> hands, latency (s) and whether the detector ran, per frame. stages: a list
+    that receives per frame the stream's stage times and the pipeline's own (crop, model, post), in s."""
     stream = HandStream(pipe, **options)
+    inner = getattr(pipe, "pipe", pipe)
     out, latency, detected = [], [], []
     for k, t, img in frames:
         t0 = time.perf_counter()
@@ -284,6 +288,9 @@ def run_config(pipe, frames, options: dict) -> tuple[list[list[Hand]], list[floa
         latency.append(time.perf_counter() - t0)
         detected.append(bool(stream.last_timings.get("detect")))
         out.append(hands)
+        if stages is not None:
+            pipe_t = getattr(inner, "last_timings", {})
+            stages.append({**stream.last_timings, **{f"pipe_{k}": pipe_t.get(k, 0.0) for k in ("crop", "model", "post")}})
     return out, latency, detected
 
 
@@ -514,12 +521,19 @@ def speed(args) -> dict:
         if warm:
             run_config(pipe, warm, dict(opts, track=False))  # compile, caches, allocator: both paths
             run_config(pipe, warm, opts)
-        _, latency, detected = run_config(pipe, timed, opts)
+        stages = []
+        _, latency, detected = run_config(pipe, timed, opts, stages)
         rows[name] = latency_stats(latency, detected)
+        tracked = [st for st, d in zip(stages, detected) if not d] or stages
+        rows[name]["stages_p50_ms"] = {k: round(1e3 * float(np.median([st.get(k, 0.0) for st in tracked])), 3)
+                                       for k in tracked[0]}
         print(f"  {name}: {rows[name]['p50_ms']:.1f} ms p50", file=sys.stderr, flush=True)
     print(f"speed: {len(timed)} timed frames of {W}x{H}, 2 hands, {label}\n")
     print(table(rows, ["fps", "p50_ms", "p99_ms", "max_ms", "detector_frames_pct", "detect_frame_p50_ms",
                        "tracked_frame_p50_ms"]))
+    print("\nstages of the tracked frames (of every frame when the detector always runs), p50 ms:")
+    for name, row in rows.items():
+        print(f"  {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in row["stages_p50_ms"].items()))
     return {"part": "speed", "label": label, "timed_frames": len(timed), "warmup": len(warm), "rows": rows}
 
 
