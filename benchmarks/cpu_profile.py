@@ -24,7 +24,7 @@ from mlx_hands.blas import use_system_blas  # noqa: E402
 BLAS = use_system_blas()  # the CPU wheel's BLAS is slow; must precede the first mlx import
 import mlx.core as mx  # noqa: E402
 
-from mlx_hands import bench  # noqa: E402
+from mlx_hands import bench, synthetic  # noqa: E402
 from mlx_hands.models import cpu_math  # noqa: E402
 from mlx_hands.models.wilor import normalize_crops  # noqa: E402
 
@@ -47,7 +47,7 @@ def main():
     args = p.parse_args()
     mx.set_default_device(mx.cpu)
     print(f"mlx {mx.__version__}, BLAS {BLAS}")
-    model = bench.random_model(precision="float32")
+    model = synthetic.random_model(precision="float32")
     if args.no_cpu_math:
         for _, m in model.named_modules():
             if hasattr(m, "cpu_math"):

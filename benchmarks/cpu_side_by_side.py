@@ -75,8 +75,10 @@ def build(kind: str, flags: set[str], args):
 
         torch.set_num_threads(args.torch_threads)
         from mlx_hands import bench
+        from mlx_hands.config import WiLoRConfig
+        from side_by_side import torch_stage  # the one WiLoR-mini glue (scripts/reference_torch.py)
 
-        run, _ = bench.torch_reference_stage(args.reference, "float32", device="cpu")
+        run = torch_stage(args.reference, WiLoRConfig(), "float32", "cpu", "eager")
         crops = bench.make_crops(args.batch)
         return (lambda: run(crops) and None), f"torch {torch.__version__}, {torch.get_num_threads()} threads"
 
@@ -87,7 +89,7 @@ def build(kind: str, flags: set[str], args):
     blas = use_system_blas()
     import mlx.core as mx
 
-    from mlx_hands import bench
+    from mlx_hands import bench, synthetic
 
     mx.set_default_device(mx.cpu)
 
@@ -100,14 +102,14 @@ def build(kind: str, flags: set[str], args):
 
     desc = f"mlx {mx.__version__}, BLAS {blas}, switches {sorted(flags) or '-'}"
     if kind == "mlx":
-        model = bench.random_model(precision="float32")
+        model = synthetic.random_model(precision="float32")
         configure(model)
         run = bench.mlx_model_stage(model)
         crops = bench.make_crops(args.batch)
         return (lambda: run(crops) and None), desc
     if kind in ("mlx-route", "mlx-detect"):
-        model = bench.random_model(precision="float32")
-        det = bench.random_detector("float32")
+        model = synthetic.random_model(precision="float32")
+        det = synthetic.random_detector("float32")
         configure(model)
         configure(det)
         pipe = bench.route_pipeline(model, det, args.hands)

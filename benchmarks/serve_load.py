@@ -9,7 +9,7 @@ worker put in each forward, and the server's memory (VmRSS from /proc/<pid>/stat
     python benchmarks/serve_load.py --model ./wilor-mlx --streams 8 --predict 4 --seconds 60   # real weights
 
 --synthetic writes a model folder into a temporary directory: `tiny` (the tests' tiny WiLoR and detector) or
-`full` (full-size networks with random weights, mlx_hands.bench.random_model/random_detector: real cost, not
+`full` (full-size networks with random weights, mlx_hands.synthetic.random_model/random_detector: real cost, not
 real hands). The server runs as a subprocess (`python -m mlx_hands serve`), so its memory is its own.
 Only 127.0.0.1 is contacted.
 """
