@@ -201,6 +201,50 @@ def test_ray_actor_killed_mid_run_is_restarted_and_nothing_is_lost(reference, ti
     assert item_rows(out) == item_rows(reference)
 
 
+def _kill_part_workers(stop: threading.Event, killed: list) -> None:
+    """SIGKILL every Ray Data actor process while it runs a part (process title `ray::MapWorker(...).submit`),
+    as a part that crashes its worker in native code would."""
+    while not stop.is_set():
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                title = cmdline.read_bytes().split(b"\0")[0].decode(errors="replace")
+                if "MapWorker(MapBatches(RayAnnotator)).submit" in title:
+                    os.kill(int(cmdline.parent.name), signal.SIGKILL)
+                    killed.append(title)
+            except (OSError, ValueError):
+                continue
+        time.sleep(0.01)
+
+
+def test_a_part_that_keeps_killing_its_worker_stops_the_run_in_one_error(reference, tiny_model, dataset,
+                                                                       ray_session, tmp_path):
+    """Ray Data retries a task whose actor died without limit; here a part is tried PART_ATTEMPTS times, then
+    the run stops with one error, and the same command resumes once the cause is gone."""
+    from mlx_hands.annotate.ray_engine import PART_ATTEMPTS
+
+    out = tmp_path / "ann"
+    kwargs = dict(engine="ray", spec=ModelSpec(str(tiny_model)), settings=Settings(conf=0.0, max_det=2),
+                  batch_size=2, images_per_part=2, progress=False)
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_part_workers, args=(stop, killed))
+    killer.start()
+    t = time.monotonic()
+    try:
+        with pytest.raises(ValueError) as e:
+            annotate([str(dataset / "photos"), str(dataset / "clip.avi")], out, **kwargs)
+    finally:
+        stop.set()
+        killer.join()
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(f"a Ray worker process died {PART_ATTEMPTS} times")
+    assert "parts finished and are kept; run the same command again to resume" in message
+    assert len(killed) >= PART_ATTEMPTS and time.monotonic() - t < 240
+    summary = annotate([str(dataset / "photos"), str(dataset / "clip.avi")], out, **kwargs)  # resumed
+    assert summary.failed == 0
+    assert sorted_hands(out).equals(sorted_hands(reference))
+    assert item_rows(out) == item_rows(reference)
+
+
 # ---------------------------------------------------------------------------------------------- crashes
 def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_rows(reference, tiny_model, dataset, tmp_path):
     out = tmp_path / "ann"

@@ -5,7 +5,9 @@ actor and commits every part itself.
 
 Only the small status rows travel back to the driver (never hand rows). With num_gpus=G, Ray gives each actor
 its own GPU(s) through CUDA_VISIBLE_DEVICES, which MLX honours. An actor that dies is restarted and its part
-redone by Ray (Ray Data's default: without limit); the part's files are replaced, so nothing is doubled. The
+redone by Ray; the part's files are replaced, so nothing is doubled. A part whose worker dies PART_ATTEMPTS times
+(a crash in native code, the memory killer) stops the run with one error instead of Ray Data's default of retrying
+it forever; the parts finished are committed and the same command resumes. The
 output folder must be one path that every node can write (a shared file system) and mlx-hands must be
 installed on every node.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import inspect
 import json
 import logging
 import os
@@ -30,6 +33,8 @@ from . import worker
 from .inputs import Part
 
 log = logging.getLogger(__name__)
+
+PART_ATTEMPTS = 3  # tries of one part on workers that die under it, before the run stops with an error
 
 class RayAnnotator:
     """A Ray Data actor: loads the pipeline once, then annotates and commits the parts of each batch."""
@@ -91,14 +96,47 @@ def run_ray(parts: list[Part], *, spec, settings, out: Path, run: dict, batch_si
             fn_constructor_kwargs={"spec": dataclasses.asdict(spec), "settings": dataclasses.asdict(settings),
                                    "out": os.path.abspath(out), "run": run, "batch_size": batch_size},
             batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n), num_gpus=gpus or None,
+            **part_retries(ray.data.Dataset.map_batches),
         )
         timings = {"setup": time.perf_counter() - t}  # Ray start; the actors add their model loading
-        for row in ds.iter_rows():
-            result = json.loads(row["result"])
-            for k, v in result["timings"].items():
-                timings[k] = timings.get(k, 0.0) + v
-            on_part(result["statuses"])
+        done = 0
+        try:
+            for row in ds.iter_rows():
+                result = json.loads(row["result"])
+                for k, v in result["timings"].items():
+                    timings[k] = timings.get(k, 0.0) + v
+                on_part(result["statuses"])
+                done += 1
+        except ray.exceptions.RayError as e:
+            died = isinstance(e, (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError))
+            raise ValueError(ray_failure(e, died, done, len(parts))) from None
         return timings
     finally:
         if started:
             ray.shutdown()
+
+
+def part_retries(map_batches) -> dict:
+    """Bound the tries of a part whose actor dies (actors themselves still restart without limit: pre-empted
+    nodes). Ray Data takes it as an extra Ray option of map_batches, which it announces it will drop in Ray 2.64;
+    a Ray without them keeps its own policy (unbounded), and the run then cannot stop on a crashing part."""
+    params = inspect.signature(map_batches).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD or p.name == "max_task_retries" for p in params):
+        return {"max_task_retries": PART_ATTEMPTS - 1}
+    log.warning("this Ray version takes no max_task_retries: a part that crashes its worker is retried without end")
+    return {}
+
+
+def ray_failure(error: BaseException, died: bool, done: int, total: int) -> str:
+    """One line for a Ray run that stopped (died: a worker process died under a part): what happened, what is
+    kept, what to do."""
+    cause = getattr(error, "cause", None)  # a RayTaskError carries the worker's own exception
+    if died:
+        what = (f"a Ray worker process died {PART_ATTEMPTS} times running the same part (a crash in native code or "
+                "the memory killer; the Ray logs of the node say which)")
+    elif isinstance(cause, Exception) and cause is not error:
+        what = f"a Ray worker failed: {worker.one_line(cause)}"
+    else:
+        what = f"Ray stopped the run: {worker.one_line(error)}"
+    return (f"{what}. {done} of {total} parts finished and are kept; run the same command again to resume "
+            f"(or annotate the remaining items with --engine local to see which one fails)")

@@ -180,7 +180,7 @@ def track_video(predict: Callable[[list[np.ndarray]], list[list]], frames: Itera
 
 
 # ---------------------------------------------------------------------------------------------- parts
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
     if not isinstance(e, (ValueError, OSError)):
         text = f"{type(e).__name__}: {text}"  # unexpected: name it
@@ -244,7 +244,7 @@ class Annotator:
                     images.append(read_image(item.path))
                     ok.append(item)
                 except Exception as e:  # noqa: BLE001 - one bad file is a failed row, the run goes on
-                    statuses.append(self._status(item, part, status="failed", error=_one_line(e),
+                    statuses.append(self._status(item, part, status="failed", error=one_line(e),
                                                  seconds=time.perf_counter() - t))
                 seconds[item.path] = time.perf_counter() - t
             self.timings["decode"] += time.perf_counter() - t0
@@ -255,7 +255,7 @@ class Annotator:
                 results = self._predict(images)
             except Exception as e:  # noqa: BLE001
                 log.debug("model batch failed", exc_info=True)
-                statuses += [self._status(i, part, status="failed", error=_one_line(e), seconds=seconds[i.path])
+                statuses += [self._status(i, part, status="failed", error=one_line(e), seconds=seconds[i.path])
                              for i in ok]
                 continue
             share = (time.perf_counter() - t) / len(ok)
@@ -286,7 +286,7 @@ class Annotator:
             error = video.shortfall()
         except Exception as e:  # noqa: BLE001 - a bad video is a failed row, the run goes on
             log.debug("%s failed", item.path, exc_info=True)
-            error = _one_line(e)
+            error = one_line(e)
         finally:
             if video is not None:
                 self.timings["decode"] += video.decode_seconds

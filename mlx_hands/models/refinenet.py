@@ -150,7 +150,6 @@ class RefineNet(nn.Module):
     def __call__(self, features, vertices, pose_6d, betas, cam, focal_length) -> RefineOutput:
         """features (B, h, w, C); vertices (B, V, 3) of the first MANO pass; pose_6d (B, 16, 6), betas, cam from
         the ViT; focal_length: float or (B, 1) array, pixels of the crop."""
-        B = features.shape[0]
         feats = self.deconv(features)
         s, tx, ty = cam[:, 0:1], cam[:, 1:2], cam[:, 2:3]
         X, Y, Z = vertices[..., 0], vertices[..., 1], vertices[..., 2]
