@@ -251,15 +251,8 @@ class HandPosePipeline:
         include_vertices: bool = True,
     ) -> list[Hand]:
         """Run WiLoR on caller-given boxes (N, 4) xyxy pixels with is_right (N,) (bool or 0 = left / 1 = right)."""
-        timings = {}
-        t = time.perf_counter()
-        img = load_image(image)
-        timings["load"] = time.perf_counter() - t
-        timings["detect"] = 0.0
-        H, W = img.shape[:2]
-        b, r, c = validate_boxes(boxes, is_right, (W, H), confidence)
-        return self._run([self._frame(img, b, r, c, None, timings, focal_length_px, K)], rescale_factor,
-                         include_vertices)[0]
+        frame = self._boxed_frame(image, "image", boxes, is_right, confidence, focal_length_px, K)
+        return self._run([frame], rescale_factor, include_vertices)[0]
 
     def predict_many_with_boxes(
         self,
@@ -281,17 +274,18 @@ class HandPosePipeline:
             raise ValueError(f"give one boxes, is_right (and confidence) entry per image: {n} images, {len(boxes)} "
                              f"boxes, {len(is_right)} is_right" + ("" if confidence is None else
                                                                  f", {len(confidence)} confidence"))
-        frames = []
-        for i, image in enumerate(images):
-            timings = {}
-            t = time.perf_counter()
-            img = load_image(image, f"images[{i}]")
-            timings["load"] = time.perf_counter() - t
-            timings["detect"] = 0.0
-            H, W = img.shape[:2]
-            b, r, c = validate_boxes(boxes[i], is_right[i], (W, H), None if confidence is None else confidence[i])
-            frames.append(self._frame(img, b, r, c, None, timings, focal_length_px, K))
+        frames = [self._boxed_frame(image, f"images[{i}]", boxes[i], is_right[i],
+                                    None if confidence is None else confidence[i], focal_length_px, K)
+                  for i, image in enumerate(images)]
         return self._run(frames, rescale_factor, include_vertices)
+
+    def _boxed_frame(self, image, name, boxes, is_right, confidence, focal_length_px, K) -> _Frame:
+        """One image with caller-given boxes, loaded and checked, ready for _run (no detector)."""
+        t = time.perf_counter()
+        img = load_image(image, name)
+        timings = {"load": time.perf_counter() - t, "detect": 0.0}
+        b, r, c = validate_boxes(boxes, is_right, img.shape[1::-1], confidence)
+        return self._frame(img, b, r, c, None, timings, focal_length_px, K)
 
     def detect(self, image: np.ndarray, *, conf=None, iou=None, max_det=None):
         """Run the hand detector on an (H, W, 3) RGB uint8 image -> Detections (see detection.py)."""
