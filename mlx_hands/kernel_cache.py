@@ -201,6 +201,10 @@ class Warmup:
             spec = model_spec(kind, self.modules[kind])
             self.specs[kind, key] = (spec, None if spec is None else signature(spec))
         spec, sig = self.specs[kind, key]
+        if self.mode == "background" and spec is not None and self.process is not None and self.process.poll() is None:
+            # compiling in the background: uncompiled until the job has exited (its last files copied), with no
+            # disk read per frame meanwhile
+            return False
         if spec is None or is_warm(self.folder, sig):
             self.ready.add((kind, key))
             return True
@@ -208,12 +212,6 @@ class Warmup:
             if self.process is None:
                 self._start()
                 return False
-            if self.process.poll() is None:
-                # until it has exited: the one switch measured while it was tearing down (its CUDA context, GPU
-                # memory) took 3.9 s, against ~0.1-0.8 s for a first compiled call on a warm cache (BENCHMARKS.md)
-                return False
-            if is_warm(self.folder, sig):
-                return True
             self.failed = True
             log.warning("the background kernel compile ended without finishing (exit status %s; log in %s)",
                         self.process.returncode, warm_dir(self.folder))

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import subprocess
+import sys
 import time
 
 import mlx.core as mx
@@ -130,3 +132,19 @@ def test_the_warm_up_traces_the_crops_the_pipeline_sends():
         crops, _, _ = preprocess.crop_hands(image, np.array([box], float), np.array([1]))
         assert mx.array(crops).dtype in traced
     assert mx.uint8 in traced  # photos cut by a user
+
+
+def test_a_background_compile_that_ends_without_its_marker_falls_back_to_the_foreground(tmp_path, caplog):
+    """While the job runs the gate says no; once it has exited without marking the kernels warm, the first call
+    compiles in the foreground (one warning) and the model runs compiled."""
+    model = synthetic.random_model(synthetic.TINY, "float32")
+    model.compile = True
+    gate = kernel_cache.Warmup(folder=tmp_path, mode="background")
+    gate.attach("wilor", model)
+    gate.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"])  # a job that fails
+    crops = synthetic.make_crops(1, 3)
+    model(crops)
+    assert not model._compiled._fns  # running: uncompiled
+    gate.process.wait(timeout=60)
+    model(crops)
+    assert model._compiled._fns and "ended without finishing" in caplog.text
