@@ -234,21 +234,22 @@ class HandStream:
                                             include_vertices=self.include_vertices)
 
     # ---------------------------------------------------------------- (c) check, track, smooth
-    def _check(self, track: Track, box: np.ndarray, hand: Hand, image_wh) -> tuple[float, str]:
-        """(tracking score, why the hand is dropped or "") for one hand of a tracking frame."""
+    def _check(self, track: Track, box: np.ndarray, hand: Hand, image_wh) -> tuple[float, str, np.ndarray | None]:
+        """(tracking score, why the hand is dropped or "", the box from its keypoints) for one hand of a tracking
+        frame."""
         kp = np.asarray(hand.keypoints_2d, np.float64)
         if not np.all(np.isfinite(kp)):
-            return 0.0, "non-finite keypoints"
+            return 0.0, "non-finite keypoints", None
         extent = keypoint_extent(kp)
         new_box = box_from_keypoints(kp, track.box_scale, track.box_offset)
         score = float(box_iou(box, new_box)[0, 0])
         if extent < self.min_extent_px or (track.extent > 0 and not 0.3 * track.extent <= extent <= 3 * track.extent):
-            return score, "keypoints collapsed"
+            return score, "keypoints collapsed", new_box
         if score < self.min_tracking_score:
-            return score, "keypoints left the crop's box"
+            return score, "keypoints left the crop's box", new_box
         if visible_fraction(new_box, image_wh) < self.min_visible:
-            return score, "left the frame"
-        return score, ""
+            return score, "left the frame", new_box
+        return score, "", new_box
 
     def finish(self, frame: np.ndarray, t: float, plan: FramePlan, hands: list[Hand]) -> list[Hand]:
         """Step (c): the frame's hands with track ids, locked sides and smoothing."""
@@ -269,8 +270,8 @@ class HandStream:
         H, W = np.shape(frame)[:2]
         tracks, kept, extra, dropped = [], [], [], []
         for i, (track, hand) in enumerate(zip(plan.tracks, hands)):
-            kp = np.asarray(hand.keypoints_2d, np.float64)
             if plan.detected:
+                kp = np.asarray(hand.keypoints_2d, np.float64)
                 score = 0.0
                 if np.all(np.isfinite(kp)):
                     new_box = box_from_keypoints(kp, track.box_scale, track.box_offset)
@@ -280,11 +281,11 @@ class HandStream:
                     changes["detector_keypoints"] = plan.detector_keypoints[i]
                 hand = dataclasses.replace(hand, **changes)
             else:
-                score, why = self._check(track, plan.boxes[i], hand, (W, H))
+                score, why, new_box = self._check(track, plan.boxes[i], hand, (W, H))
                 if why:
                     dropped.append(f"track {track.id}: {why}")
                     continue
-                hand = dataclasses.replace(hand, box=box_from_keypoints(kp, track.box_scale, track.box_offset))
+                hand = dataclasses.replace(hand, box=new_box)
             tracks.append(track)
             kept.append(hand)
             extra.append({"detected": plan.detected, "tracking_score": round(score, 4)})
